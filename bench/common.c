@@ -1,0 +1,178 @@
+/*
+ * Helpers shared by the benchmarks; see common.h.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+
+	/* Cannot fail with a valid clock id and pointer. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+int bench_stats(const uint64_t *samples, size_t n, struct bench_stats *st)
+{
+	uint64_t *s;
+
+	if (n == 0 || !samples || !st)
+		return -EINVAL;
+	s = malloc(n * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	memcpy(s, samples, n * sizeof(*s));
+	qsort(s, n, sizeof(*s), cmp_u64);
+	st->min = (double)s[0];
+	st->max = (double)s[n - 1];
+	/* The median rather than the mean: a shared machine adds one-sided
+	 * outliers (preemption, migrations) that would drag a mean up. */
+	if (n % 2)
+		st->median = (double)s[n / 2];
+	else
+		st->median = ((double)s[n / 2 - 1] + (double)s[n / 2]) / 2.0;
+	st->n = (unsigned)n;
+	free(s);
+	return 0;
+}
+
+int bench_run(bench_fn fn, bench_fn check, void *arg, unsigned warmups,
+              unsigned runs, struct bench_stats *st)
+{
+	uint64_t *samples;
+	int err = 0;
+
+	if (!fn || !st || runs == 0)
+		return -EINVAL;
+	samples = calloc(runs, sizeof(*samples));
+	if (!samples)
+		return -ENOMEM;
+	for (unsigned i = 0; i < warmups + runs; i++) {
+		uint64_t t0 = bench_now_ns(), t1;
+
+		err = fn(arg);
+		t1 = bench_now_ns();
+		if (err)
+			break;
+		if (i >= warmups)
+			samples[i - warmups] = t1 - t0;
+		/* Every run is checked, not just the last: a variant that is
+		 * right once and wrong later must not pass. */
+		if (check) {
+			err = check(arg);
+			if (err)
+				break;
+		}
+	}
+	if (!err)
+		err = bench_stats(samples, runs, st);
+	free(samples);
+	return err;
+}
+
+int bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v)
+{
+	unsigned long long x;
+	char *end;
+
+	/* strtoull accepts leading blanks and a '-' (wrapping around):
+	 * neither makes sense for a count. */
+	if (!s || !isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno || *end || x < lo || x > hi)
+		return -EINVAL;
+	*v = x;
+	return 0;
+}
+
+unsigned bench_nproc(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n > 0 ? (unsigned)n : 1;
+}
+
+const char *bench_cpu_model(char *buf, size_t len)
+{
+	static const char key[] = "model name";
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	char line[512];
+
+	if (len == 0)
+		return buf;
+	snprintf(buf, len, "unknown");
+	if (!f)
+		return buf;
+	while (fgets(line, sizeof(line), f)) {
+		char *p, *e;
+
+		if (strncmp(line, key, sizeof(key) - 1) != 0)
+			continue;
+		p = strchr(line, ':');
+		if (!p)
+			continue;
+		for (p++; *p == ' ' || *p == '\t'; p++)
+			;
+		e = p + strlen(p);
+		while (e > p && isspace((unsigned char)e[-1]))
+			*--e = '\0';
+		if (*p)
+			snprintf(buf, len, "%s", p);
+		break;
+	}
+	fclose(f);
+	return buf;
+}
+
+static void put_cell(FILE *f, const struct bench_col *c, const char *s,
+                     bool last)
+{
+	/* The last left-aligned cell is not padded: no trailing blanks. */
+	if (c->left && last)
+		fputs(s, f);
+	else
+		fprintf(f, c->left ? "%-*s" : "%*s", c->width, s);
+}
+
+void bench_table_header(FILE *f, const struct bench_col *cols, size_t ncols)
+{
+	int total = 0;
+
+	for (size_t i = 0; i < ncols; i++) {
+		if (i)
+			fputs("  ", f);
+		put_cell(f, &cols[i], cols[i].title, i + 1 == ncols);
+		total += cols[i].width + (i ? 2 : 0);
+	}
+	fputc('\n', f);
+	for (int i = 0; i < total; i++)
+		fputc('-', f);
+	fputc('\n', f);
+}
+
+void bench_table_row(FILE *f, const struct bench_col *cols, size_t ncols,
+                     const char *const *cells)
+{
+	for (size_t i = 0; i < ncols; i++) {
+		if (i)
+			fputs("  ", f);
+		put_cell(f, &cols[i], cells[i] ? cells[i] : "", i + 1 == ncols);
+	}
+	fputc('\n', f);
+}

@@ -1,0 +1,82 @@
+/*
+ * Small helpers shared by the benchmarks under bench/: a clock, repeated
+ * timing with median/min/max, strict number parsing, a description of the
+ * machine, and an aligned one-line-per-row table printer.
+ *
+ * Benchmarks report ratios measured side by side in one run (see
+ * DESIGN.md, "Performance targets"), so these helpers only measure and
+ * print; they judge nothing.
+ */
+#ifndef SHP_BENCH_COMMON_H
+#define SHP_BENCH_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* CLOCK_MONOTONIC in nanoseconds: immune to wall-clock steps. */
+uint64_t bench_now_ns(void);
+
+/* Summary of a set of samples, in the samples' unit (here: ns). */
+struct bench_stats {
+	double median; /* mean of the two middle samples when even */
+	double min;
+	double max;
+	unsigned n;    /* how many samples */
+};
+
+/*
+ * Fills *st from samples[0..n). The samples are not reordered: a sorted
+ * copy is made, so the caller keeps them in the order they were taken.
+ * Returns 0, -EINVAL (n == 0) or -ENOMEM.
+ */
+int bench_stats(const uint64_t *samples, size_t n, struct bench_stats *st);
+
+/*
+ * One run of the thing being measured. Returns 0, or non-zero to stop the
+ * measurement (that value is passed back by bench_run).
+ */
+typedef int (*bench_fn)(void *arg);
+
+/*
+ * Calls fn(arg) warmups times untimed, then runs times timed, and fills *st
+ * with the wall time of the timed calls in ns. check, when not NULL, runs
+ * untimed after every call (warm-ups included) so that each result can be
+ * verified and the output reset without the cost showing up in the samples.
+ * Returns 0, the first non-zero value of fn or check, -EINVAL (runs == 0)
+ * or -ENOMEM.
+ */
+int bench_run(bench_fn fn, bench_fn check, void *arg, unsigned warmups,
+              unsigned runs, struct bench_stats *st);
+
+/*
+ * Parses a whole decimal string into *v, within [lo, hi]. Rejects empty
+ * strings, signs, trailing garbage and overflow. Returns 0 or -EINVAL.
+ */
+int bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v);
+
+/* Online CPUs; at least 1 even when sysconf fails. */
+unsigned bench_nproc(void);
+
+/*
+ * The "model name" of the first CPU in /proc/cpuinfo into buf; "unknown"
+ * when it cannot be read. Returns buf.
+ */
+const char *bench_cpu_model(char *buf, size_t len);
+
+/* A column of a text table. */
+struct bench_col {
+	const char *title;
+	int width;       /* in characters; longer cells are not cut */
+	bool left;       /* left-align (names); numbers align right */
+};
+
+/* Prints the titles and a rule under them. */
+void bench_table_header(FILE *f, const struct bench_col *cols, size_t ncols);
+
+/* Prints one row: cells[i] under cols[i], on one line. */
+void bench_table_row(FILE *f, const struct bench_col *cols, size_t ncols,
+                     const char *const *cells);
+
+#endif /* SHP_BENCH_COMMON_H */

@@ -1,0 +1,67 @@
+#!/bin/sh
+# Builds shmpool from a fresh checkout and runs one of its jobs. Installs the
+# Debian packages it needs first (as root, or through sudo). Safe to re-run.
+#
+#   ./build.sh bench    build, then run the benchmark comparison
+#   ./build.sh check    build, then run the whole test suite: plain, then
+#                       again under ASan + UBSan
+#   ./build.sh stress   build, then run the long multi-process torture
+set -eu
+
+job=${1:-check}
+case "$job" in
+bench|check|stress) ;;
+*) echo "usage: $0 bench|check|stress" >&2; exit 2 ;;
+esac
+
+top=$(cd "$(dirname "$0")" && pwd)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev"
+missing=""
+for p in $packages; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+		missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "build.sh: installing:$missing" >&2
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo"
+	$sudo apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
+		--no-install-recommends $missing
+fi
+
+cd "$top"
+if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
+	autoreconf -fi
+fi
+
+# build DIR [configure options]: configure once, then make.
+build() {
+	dir=$1
+	shift
+	mkdir -p "$top/$dir"
+	cd "$top/$dir"
+	[ -f Makefile ] || ../configure --enable-Werror "$@"
+	make -j"$jobs"
+}
+
+case "$job" in
+bench)
+	build build
+	make bench
+	;;
+check)
+	build build
+	make -j"$jobs" check
+	build build-sanitize --enable-sanitizers
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		make -j"$jobs" check
+	;;
+stress)
+	build build
+	make stress
+	;;
+esac

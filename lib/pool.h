@@ -1,0 +1,79 @@
+/* The parent's private view of a pool, shared by lib/ files. */
+#ifndef SHP_POOL_H
+#define SHP_POOL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmpool.h"
+#include "arena.h"
+#include "futex.h"
+#include "segment.h"
+
+/*
+ * Parent-side lifecycle (pool->phase; changed under pool->lock):
+ *   OPEN -> CLOSED -> JOINED      close, then join
+ *   OPEN|CLOSED -> TERMINATED     terminate
+ *   any -> BROKEN                 the supervisor was found dead
+ */
+enum shp__phase {
+	SHP_PHASE_OPEN,
+	SHP_PHASE_CLOSED,
+	SHP_PHASE_JOINED,
+	SHP_PHASE_TERMINATED,
+	SHP_PHASE_BROKEN,
+};
+
+struct shp_pool {
+	/* Set at create, read-only afterwards; workers and the supervisor
+	 * are forks and see these values too. */
+	void *base;
+	uint64_t map_size;
+	struct shp__header *hdr;
+	struct shp__worker *workers;
+	struct shp__call *calls;
+	struct shp__slot *slots;
+	struct shp__ring *ring;
+	char *arena_base;
+	uint64_t arena_size;
+	unsigned nworkers;
+	unsigned max_tasks_per_worker;
+	void (*initializer)(void *arg);
+	void *initializer_arg;
+	int64_t spin_ns;
+	pid_t caller;
+	pid_t zygote;
+	sigset_t caller_mask; /* restored in workers */
+	struct shp__task *zy_pending; /* supervisor's re-enqueue backlog */
+
+	/* Parent only, under lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;   /* a call, slot block or arena block freed */
+	enum shp__phase phase; /* read without the lock through SHP_LOAD */
+	unsigned active_calls;
+	uint64_t call_busy;    /* bit i: call entry i in use */
+	uint64_t slot_busy;    /* bit i: slot block i in use */
+	uint64_t next_ticket;
+	struct shp__arena arena;
+	int zygote_status;     /* -1 until reaped */
+};
+_Static_assert(SHP_NCALLS == 64, "call_busy is one word");
+_Static_assert(SHP_NSLOTS / SHP_SLOT_BLOCK == 64, "slot_busy is one word");
+
+/* lib/worker.c: runs in a new worker process; never returns. */
+void shp__worker_main(struct shp_pool *pool, unsigned idx)
+	__attribute__((noreturn));
+
+/* lib/supervisor.c: runs in the supervisor process; never returns. */
+void shp__supervisor_main(struct shp_pool *pool) __attribute__((noreturn));
+
+/* lib/pool.c: whether the supervisor still lives (reaps it if not). */
+bool shp__supervisor_alive(struct shp_pool *pool);
+
+/* Wakes the workers after descriptors were enqueued (N1 inside). */
+void shp__wake_workers(struct shp_pool *pool);
+
+#endif

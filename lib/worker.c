@@ -1,0 +1,147 @@
+/*
+ * A worker process: takes chunks from the task ring, runs them, and stores
+ * each task's result in its slot.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <signal.h>
+#include <stdalign.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "pool.h"
+
+#define IDLE_TICK_NS 1000000000 /* re-check the supervisor this often */
+
+static inline void *io_ptr(uint8_t io, uint64_t base, uint32_t size,
+                           uint64_t i, uint32_t window, struct shp__slot *s)
+{
+	switch (io) {
+	case SHP_IO_DIRECT:
+		return (char *)(uintptr_t)base + i * size;
+	case SHP_IO_STAGED:
+		return (char *)(uintptr_t)base + (i % window) * size;
+	case SHP_IO_INLINE:
+		return s->data;
+	default:
+		return NULL;
+	}
+}
+
+static void run_chunk(struct shp_pool *pool, struct shp__worker *me)
+{
+	const struct shp__task t = me->task;
+	struct shp__call *c;
+	shp_fn fn;
+	void *ctx;
+	uint64_t tb;
+	uint32_t window, base;
+	alignas(16) unsigned char inbuf[SHP_SLOT_INLINE];
+
+	if (t.call >= SHP_NCALLS)
+		return;
+	c = &pool->calls[t.call];
+	/* The call record was written before the descriptor was enqueued, so
+	 * A2 in shp__ring_dequeue covers it. A descriptor of a call that has
+	 * ended (possible only after repairs) is dropped. */
+	if (c->gen != t.gen)
+		return;
+	fn = (shp_fn)(uintptr_t)c->fn;
+	ctx = (void *)(uintptr_t)c->ctx;
+	tb = c->ticket_base;
+	window = c->window;
+	base = c->slot_base;
+	for (uint64_t i = t.begin; i < t.end; i++) {
+		struct shp__slot *s = &pool->slots[base + i % window];
+		const void *in = io_ptr(c->in_io, c->in, c->in_size, i, window, s);
+		void *out = io_ptr(c->out_io, c->out, c->out_size, i, window, s);
+		uint32_t seen;
+		int st;
+
+		if (c->in_io == SHP_IO_INLINE && c->out_io == SHP_IO_INLINE) {
+			/* Input and output share the slot's bytes. */
+			memcpy(inbuf, s->data, c->in_size);
+			in = inbuf;
+		}
+		SHP_STORE(me->running, i + 1);
+		st = fn(in, out, ctx);
+		s->status = st < 0 ? SHP_ETASK : st;
+		s->aux = 0;
+		/* R3 + N2: the output and status before DONE, and DONE before
+		 * the load of the call's eventcount: uatomic_xchg is a full
+		 * barrier. Pairs with A3 in the parent, and with E1 of its
+		 * shp__ec_prepare. */
+		uatomic_xchg(&s->tag, SHP_TAG(tb + i, SHP_SLOT_DONE));
+		SHP_STORE(me->running, 0);
+		me->ntasks++;
+		seen = SHP_LOAD(c->ec);
+		if (seen & SHP_EC_SLEEPERS) {
+			/* wake_index was stored before the parent set SLEEPERS
+			 * (its CAS is a full barrier): load it after ec. */
+			cmm_smp_rmb();
+			if (i >= SHP_LOAD(c->wake_index))
+				shp__ec_wake_slow(&c->ec, seen);
+		}
+	}
+}
+
+/* Waits for work; returns when the ring may have some or the pool state
+ * changed. Spins first: a wake-up costs microseconds, a spin nanoseconds. */
+static void idle(struct shp_pool *pool)
+{
+	struct shp__header *h = pool->hdr;
+	int64_t until = shp__now_ns() + pool->spin_ns;
+	uint32_t key;
+
+	while (pool->spin_ns > 0) {
+		for (int k = 0; k < 64; k++) {
+			if (shp__ring_count(pool->ring) ||
+			    SHP_LOAD(h->state) != SHP_STATE_RUN)
+				return;
+			caa_cpu_relax();
+		}
+		if (shp__now_ns() >= until)
+			break;
+	}
+	key = shp__ec_prepare(&h->work_ec); /* E1 */
+	if (shp__ring_count(pool->ring) || SHP_LOAD(h->state) != SHP_STATE_RUN)
+		return;
+	shp__ec_wait(&h->work_ec, key, shp__now_ns() + IDLE_TICK_NS);
+	if (getppid() != pool->zygote)
+		_exit(0);
+}
+
+void shp__worker_main(struct shp_pool *pool, unsigned idx)
+{
+	struct shp__worker *me = &pool->workers[idx];
+
+	/* Die with the supervisor; it is single-threaded, so the thread
+	 * that forked us is the process. Closing the race with its death
+	 * before prctl: check the parent after. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != pool->zygote)
+		_exit(0);
+	sigprocmask(SIG_SETMASK, &pool->caller_mask, NULL);
+	me->ntasks = 0;
+	if (pool->initializer)
+		pool->initializer(pool->initializer_arg);
+	for (;;) {
+		if (shp__ring_dequeue(pool->ring, &me->task, &me->claim)) {
+			run_chunk(pool, me);
+			shp__ring_release_claim(&me->claim);
+			if (pool->max_tasks_per_worker &&
+			    me->ntasks >= pool->max_tasks_per_worker)
+				_exit(0);
+			continue;
+		}
+		switch (SHP_LOAD(pool->hdr->state)) {
+		case SHP_STATE_RUN:
+			idle(pool);
+			break;
+		default:
+			/* EXIT: the ring is empty, nothing more will come. */
+			_exit(0);
+		}
+	}
+}

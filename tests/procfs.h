@@ -1,0 +1,22 @@
+/* What the tests read from /proc and /dev/shm. */
+#ifndef SHP_TEST_PROCFS_H
+#define SHP_TEST_PROCFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Live (not zombie) children of pid, up to max of them; returns how many. */
+size_t proc_children(pid_t pid, pid_t *out, size_t max);
+/* Live descendants of pid (children, grandchildren, ...). */
+size_t proc_descendants(pid_t pid, pid_t *out, size_t max);
+/* Whether pid runs (exists and is not a zombie). */
+bool proc_alive(pid_t pid);
+/* utime + stime of pid, in clock ticks; -1 if unreadable. */
+long long proc_cpu_ticks(pid_t pid);
+/* Open file descriptors of this process. */
+int proc_fd_count(void);
+/* Entries in /dev/shm whose name starts with "shmpool". */
+int devshm_count(void);
+
+#endif

@@ -1,0 +1,263 @@
+#include <criterion/criterion.h>
+#include <stdlib.h>
+
+#include "ring.h"
+#include "ring_torture.h"
+
+static struct shp__ring *ring_new(uint32_t size)
+{
+	struct shp__ring *r = aligned_alloc(64, shp__ring_bytes(size));
+
+	cr_assert_not_null(r);
+	shp__ring_init(r, size);
+	return r;
+}
+
+static struct shp__task task(uint64_t v)
+{
+	return (struct shp__task){ .call = (uint32_t)(v % 7), .gen = 3,
+	                           .begin = v, .end = v * 2 + 1 };
+}
+
+static void expect_task(const struct shp__task *t, uint64_t v)
+{
+	cr_expect_eq(t->begin, v);
+	cr_expect_eq(t->end, v * 2 + 1);
+	cr_expect_eq(t->call, (uint32_t)(v % 7));
+	cr_expect_eq(t->gen, 3);
+}
+
+Test(ring, empty_dequeue_returns_false, .timeout = 10)
+{
+	struct shp__ring *r = ring_new(8);
+	struct shp__task t;
+
+	cr_expect_not(shp__ring_dequeue(r, &t, NULL));
+	cr_expect_eq(shp__ring_count(r), 0);
+	free(r);
+}
+
+Test(ring, full_push_returns_zero, .timeout = 10)
+{
+	struct shp__ring *r = ring_new(8);
+	struct shp__task t = task(1);
+
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(shp__ring_enqueue_burst(r, &t, 1), 1);
+	cr_expect_eq(shp__ring_enqueue_burst(r, &t, 1), 0);
+	cr_expect_eq(shp__ring_count(r), 8);
+	free(r);
+}
+
+Test(ring, burst_is_partial_when_nearly_full, .timeout = 10)
+{
+	struct shp__ring *r = ring_new(8);
+	struct shp__task in[6], out;
+
+	for (int i = 0; i < 6; i++)
+		in[i] = task((uint64_t)i);
+	cr_assert_eq(shp__ring_enqueue_burst(r, in, 5), 5);
+	cr_expect_eq(shp__ring_enqueue_burst(r, in, 6), 3);
+	for (uint64_t i = 0; i < 5; i++) {
+		cr_assert(shp__ring_dequeue(r, &out, NULL));
+		expect_task(&out, i);
+	}
+	for (uint64_t i = 0; i < 3; i++) {
+		cr_assert(shp__ring_dequeue(r, &out, NULL));
+		expect_task(&out, i);
+	}
+	cr_expect_not(shp__ring_dequeue(r, &out, NULL));
+	free(r);
+}
+
+Test(ring, fifo_across_many_laps, .timeout = 10)
+{
+	struct shp__ring *r = ring_new(4);
+	struct shp__task t;
+	uint64_t next_in = 0, next_out = 0;
+
+	/* Uneven bursts so that every cell is hit at every phase. */
+	while (next_out < 10000) {
+		unsigned n = 1 + (unsigned)(next_in % 3);
+		struct shp__task b[3];
+
+		for (unsigned i = 0; i < n; i++)
+			b[i] = task(next_in + i);
+		next_in += shp__ring_enqueue_burst(r, b, n);
+		while (shp__ring_count(r) > 1) {
+			cr_assert(shp__ring_dequeue(r, &t, NULL));
+			expect_task(&t, next_out++);
+		}
+	}
+	free(r);
+}
+
+/* A claim record and descriptor buffer, as a worker keeps them. */
+struct consumer {
+	struct shp__claim cl;
+	struct shp__task t;
+};
+
+/* Plays a consumer up to the point where it is "killed": after the claim,
+ * after the CAS on head, after the copy. */
+enum death { BEFORE_CAS, AFTER_CAS, AFTER_COPY };
+
+static void die_in_dequeue(struct shp__ring *r, struct consumer *c,
+                           enum death when)
+{
+	uint64_t pos = r->head;
+
+	c->cl.pos = pos;
+	if (when == BEFORE_CAS)
+		return;
+	r->head = pos + 1;
+	if (when == AFTER_CAS)
+		return;
+	c->t = r->cells[pos & r->mask].task;
+	c->cl.held = 1;
+}
+
+static struct shp__ring *ring_with(uint32_t size, uint64_t n)
+{
+	struct shp__ring *r = ring_new(size);
+
+	for (uint64_t i = 0; i < n; i++) {
+		struct shp__task t = task(100 + i);
+
+		cr_assert_eq(shp__ring_enqueue_burst(r, &t, 1), 1);
+	}
+	return r;
+}
+
+Test(ring, repair_idle_consumer_is_none, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 2);
+	struct consumer c = { .cl = { SHP_CLAIM_NONE, 0 } };
+
+	cr_expect_eq(shp__ring_repair(r, &c.cl, &c.t, NULL, 0), SHP_REPAIR_NONE);
+	cr_expect_eq(shp__ring_count(r), 2);
+	free(r);
+}
+
+Test(ring, repair_death_before_cas_leaves_item_queued, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 2);
+	struct consumer c = { .cl = { SHP_CLAIM_NONE, 0 } };
+	struct shp__task t;
+
+	die_in_dequeue(r, &c, BEFORE_CAS);
+	cr_expect_eq(shp__ring_repair(r, &c.cl, &c.t, NULL, 0), SHP_REPAIR_NONE);
+	cr_expect_eq(c.cl.pos, SHP_CLAIM_NONE);
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	expect_task(&t, 100);
+	free(r);
+}
+
+Test(ring, repair_death_after_cas_takes_descriptor, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 4);
+	struct consumer c = { .cl = { SHP_CLAIM_NONE, 0 } };
+	struct shp__task t = task(7);
+
+	die_in_dequeue(r, &c, AFTER_CAS);
+	cr_expect_eq(shp__ring_enqueue_burst(r, &t, 1), 0); /* wedged */
+	cr_expect_eq(shp__ring_repair(r, &c.cl, &c.t, NULL, 0), SHP_REPAIR_TAKEN);
+	expect_task(&c.t, 100);
+	cr_expect_eq(c.cl.held, 1);
+	cr_expect_eq(c.cl.pos, SHP_CLAIM_NONE);
+	/* The cell is released: the ring takes an item again, and the rest
+	 * come out in order. */
+	cr_expect_eq(shp__ring_enqueue_burst(r, &t, 1), 1);
+	for (uint64_t i = 101; i < 104; i++) {
+		struct shp__task o;
+
+		cr_assert(shp__ring_dequeue(r, &o, NULL));
+		expect_task(&o, i);
+	}
+	free(r);
+}
+
+Test(ring, repair_is_busy_while_a_live_consumer_claims_the_cell, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 2);
+	struct consumer dead = { .cl = { SHP_CLAIM_NONE, 0 } };
+	struct shp__claim live = { .pos = 0, .held = 0 };
+	struct shp__claim *lives[] = { &live };
+
+	die_in_dequeue(r, &dead, AFTER_CAS);
+	cr_expect_eq(shp__ring_repair(r, &dead.cl, &dead.t, lives, 1),
+	             SHP_REPAIR_BUSY);
+	cr_expect_eq(dead.cl.pos, 0); /* kept for the next attempt */
+	live.pos = SHP_CLAIM_NONE;     /* the live one moved on */
+	cr_expect_eq(shp__ring_repair(r, &dead.cl, &dead.t, lives, 1),
+	             SHP_REPAIR_TAKEN);
+	expect_task(&dead.t, 100);
+	free(r);
+}
+
+Test(ring, repair_death_after_copy_keeps_its_copy, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 4);
+	struct consumer c = { .cl = { SHP_CLAIM_NONE, 0 } };
+	struct shp__task t = task(9);
+
+	die_in_dequeue(r, &c, AFTER_COPY);
+	cr_expect_eq(shp__ring_repair(r, &c.cl, &c.t, NULL, 0), SHP_REPAIR_TAKEN);
+	expect_task(&c.t, 100);
+	cr_expect_eq(shp__ring_enqueue_burst(r, &t, 1), 1);
+	free(r);
+}
+
+Test(ring, repair_of_released_claim_is_taken_once, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 2);
+	struct consumer c = { .cl = { SHP_CLAIM_NONE, 0 } };
+
+	/* Dequeued whole, died while running it: (NONE, 1). */
+	cr_assert(shp__ring_dequeue(r, &c.t, &c.cl));
+	cr_expect_eq(c.cl.held, 1);
+	cr_expect_eq(shp__ring_repair(r, &c.cl, &c.t, NULL, 0), SHP_REPAIR_TAKEN);
+	expect_task(&c.t, 100);
+	cr_expect_eq(shp__ring_count(r), 1);
+	free(r);
+}
+
+Test(ring, repair_of_cell_taken_by_another_is_none, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(4, 2);
+	struct consumer dead = { .cl = { SHP_CLAIM_NONE, 0 } };
+	struct consumer other = { .cl = { SHP_CLAIM_NONE, 0 } };
+
+	/* The dead one claimed cell 0 but lost it to another consumer. */
+	dead.cl.pos = 0;
+	cr_assert(shp__ring_dequeue(r, &other.t, &other.cl));
+	cr_expect_eq(shp__ring_repair(r, &dead.cl, &dead.t, NULL, 0),
+	             SHP_REPAIR_NONE);
+	cr_expect_eq(shp__ring_count(r), 1);
+	free(r);
+}
+
+static void torture(unsigned p, unsigned c, uint64_t items, uint32_t cells)
+{
+	struct ring_torture_result res;
+
+	cr_assert_eq(ring_torture(p, c, items, cells, &res), 0);
+	cr_expect_eq(res.failed_children, 0);
+	cr_expect_eq(res.delivered, items);
+	cr_expect_eq(res.missing, 0);
+	cr_expect_eq(res.duplicated, 0);
+	cr_expect_eq(res.torn, 0);
+	cr_expect_eq(res.reordered, 0);
+	cr_expect_eq(res.sum_out, res.sum_in);
+}
+
+Test(ring, processes_2p_2c_ten_million_exactly_once, .timeout = 240)
+{
+	torture(2, 2, 10000000, 1024);
+}
+
+Test(ring, processes_3p_3c_tiny_ring_exactly_once, .timeout = 120)
+{
+	/* A 4-cell ring wraps constantly: every cell is contended. */
+	torture(3, 3, 300000, 4);
+}
