@@ -57,6 +57,7 @@ check)
 	make -j"$jobs" check
 	build build-sanitize --enable-sanitizers
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+	LSAN_OPTIONS=suppressions="$top/tests/lsan.supp" \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		make -j"$jobs" check
 	;;

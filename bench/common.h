@@ -4,7 +4,7 @@
  * machine, and an aligned one-line-per-row table printer.
  *
  * Benchmarks report ratios measured side by side in one run (see
- * DESIGN.md, "Performance targets"), so these helpers only measure and
+ * docs/benchmarks.md), so these helpers only measure and
  * print; they judge nothing.
  */
 #ifndef SHP_BENCH_COMMON_H

@@ -217,18 +217,23 @@ static size_t next_chunk(const struct call *c)
 	return k;
 }
 
+/* Prepares task i's input. */
 static void arm(struct call *c, uint64_t i)
 {
 	struct shp__slot *s = slot_of(c, i);
 	const char *src = c->in + i * c->in_size;
 
-	if (c->in_io == SHP_IO_INLINE)
+	/* Only an inline input writes the slot; otherwise the parent leaves
+	 * the line alone, so that it moves between cores once per task (to
+	 * the worker's store) rather than three times. Ordered before the
+	 * descriptor by R1 of the enqueue. */
+	if (c->in_io == SHP_IO_INLINE) {
 		memcpy(s->data, src, c->in_size);
-	else if (c->in_io == SHP_IO_STAGED)
+		SHP_STORE(s->tag, SHP_TAG(c->ticket_base + i, SHP_SLOT_ARMED));
+	} else if (c->in_io == SHP_IO_STAGED) {
 		memcpy(c->in_stage + (i % c->window) * c->in_size, src,
 		       c->in_size);
-	/* Ordered before the descriptor by R1 of the enqueue. */
-	SHP_STORE(s->tag, SHP_TAG(c->ticket_base + i, SHP_SLOT_ARMED));
+	}
 }
 
 /* Fills the window: arms slots, enqueues descriptors. */
@@ -274,6 +279,29 @@ static bool valid_status(int st)
 	       st == SHP_ETIMEDOUT || st == SHP_ECANCELED;
 }
 
+enum view { PENDING, DONE, CORRUPT };
+
+/*
+ * What the slot of task i says of it: DONE(t); ARMED(t) or any state of an
+ * older ticket (the slot's previous use) while it is pending; anything else
+ * is corruption.
+ */
+static enum view view(const struct call *c, uint64_t i)
+{
+	uint64_t t = c->ticket_base + i, tag = SHP_LOAD(slot_of(c, i)->tag);
+
+	if (tag == SHP_TAG(t, SHP_SLOT_DONE))
+		return DONE;
+	if (tag == SHP_TAG(t, SHP_SLOT_ARMED) || (tag >> 2) < t)
+		return PENDING;
+	return CORRUPT;
+}
+
+static bool slot_pending(const struct call *c, uint64_t i)
+{
+	return view(c, i) == PENDING;
+}
+
 /* Takes every result that is ready, in order. Returns how many, or
  * SHP_ECORRUPT. */
 static int collect(struct call *c)
@@ -281,14 +309,14 @@ static int collect(struct call *c)
 	int got = 0;
 
 	while (c->nc < c->ns) {
-		uint64_t i = c->nc, t = c->ticket_base + i;
+		uint64_t i = c->nc;
 		struct shp__slot *s = slot_of(c, i);
-		uint64_t tag = SHP_LOAD(s->tag);
+		enum view v = view(c, i);
 		int st;
 
-		if (tag == SHP_TAG(t, SHP_SLOT_ARMED))
+		if (v == PENDING)
 			break;
-		if (tag != SHP_TAG(t, SHP_SLOT_DONE))
+		if (v == CORRUPT)
 			return SHP_ECORRUPT;
 		/* A3: the tag before the status and output. Pairs with R3. */
 		shp__smp_acquire();
@@ -310,11 +338,6 @@ static int collect(struct call *c)
 	return got;
 }
 
-static bool slot_armed(const struct call *c, uint64_t i)
-{
-	return SHP_LOAD(slot_of(c, i)->tag) ==
-	       SHP_TAG(c->ticket_base + i, SHP_SLOT_ARMED);
-}
 
 /* Waits until the result of task nc may be ready. */
 static int wait_results(struct call *c)
@@ -332,7 +355,7 @@ static int wait_results(struct call *c)
 
 		do {
 			for (int k = 0; k < 64; k++) {
-				if (!slot_armed(c, c->nc))
+				if (!slot_pending(c, c->nc))
 					return 0;
 				caa_cpu_relax();
 			}
@@ -348,11 +371,11 @@ static int wait_results(struct call *c)
 		return 0;
 	}
 	target = c->nc + (queued - c->nc - 1) / 2;
-	if (!slot_armed(c, target))
+	if (!slot_pending(c, target))
 		target = c->nc;
 	SHP_STORE(c->rec->wake_index, target);
 	key = shp__ec_prepare(&c->rec->ec); /* E1: pairs with N2 */
-	if (!slot_armed(c, target))
+	if (!slot_pending(c, target))
 		return 0;
 	ph = SHP_LOAD(pool->phase);
 	if (ph == SHP_PHASE_TERMINATED)

@@ -184,6 +184,7 @@ int shp_pool_create(shp_pool **out, const struct shp_pool_options *opt)
 	pthread_cond_init(&pool->cond, NULL);
 	pool->phase = SHP_PHASE_OPEN;
 	pool->zygote_status = -1;
+	pool->next_ticket = 1; /* ticket 0 would match a fresh slot's tag */
 	pool->caller = getpid();
 
 	/* Block everything around fork so that the supervisor starts with no

@@ -148,16 +148,18 @@ _Static_assert(sizeof(struct shp__call) == 2 * SHP_CACHELINE, "two lines");
  * number, unique for the life of the pool.
  *
  * Tag word: ticket << 2 | state.
- *   ARMED(t)  the parent prepared the slot for ticket t (input inline, if
- *             any) before enqueueing the task;
+ *   ARMED(t)  the parent stored task t's input inline in the slot before
+ *             enqueueing the task (only inline inputs arm a slot);
  *   DONE(t)   a worker stored status and output (R3), or the supervisor
  *             reported the task's worker dead (status SHP_ECRASHED, aux the
  *             signal or exit code).
- * ARMED(t) -> DONE(t) by the worker running t, or by the supervisor once
- * that worker is reaped; DONE(t) -> ARMED(t + window) by the parent, after
- * it consumed the result (this is the back-pressure: a slot is re-armed only
- * when its result is taken). Any other value seen by the parent is
- * corruption: the call fails with SHP_ECORRUPT.
+ * Task t's slot goes from whatever its previous use left (an older ticket,
+ * or zero in a fresh segment; tickets start at 1) or ARMED(t) to DONE(t),
+ * moved by the worker running t, or by the supervisor once that worker is
+ * reaped. The parent re-uses the slot for ticket t + window only after it
+ * took t's result: that is the back-pressure. Any other value the parent
+ * sees (a newer ticket, a bad state) is corruption: the call fails with
+ * SHP_ECORRUPT.
  */
 enum shp__slot_state { SHP_SLOT_ARMED = 1, SHP_SLOT_DONE = 2 };
 #define SHP_TAG(ticket, state) (((uint64_t)(ticket) << 2) | (state))
