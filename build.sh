@@ -3,8 +3,8 @@
 # Debian packages it needs first (as root, or through sudo). Safe to re-run.
 #
 #   ./build.sh bench    build, then run the benchmark comparison
-#   ./build.sh check    build, then run the whole test suite: plain, then
-#                       again under ASan + UBSan
+#   ./build.sh check    build, then run the whole test suite: plain, again
+#                       under ASan + UBSan, and the unit tests under valgrind
 #   ./build.sh stress   build, then run the long multi-process torture
 set -eu
 
@@ -17,7 +17,7 @@ esac
 top=$(cd "$(dirname "$0")" && pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev"
+packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev valgrind"
 missing=""
 for p in $packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
@@ -60,6 +60,8 @@ check)
 	LSAN_OPTIONS=suppressions="$top/tests/lsan.supp" \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		make -j"$jobs" check
+	cd "$top/build"
+	make check-valgrind
 	;;
 stress)
 	build build

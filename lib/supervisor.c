@@ -89,8 +89,12 @@ static void salvage(struct sup *s, struct shp__worker *w, int wstatus)
 		struct shp__slot *sl =
 			&pool->slots[(c->slot_base + i % c->window) % SHP_NSLOTS];
 		uint64_t done = SHP_TAG(c->ticket_base + i, SHP_SLOT_DONE);
+		uint64_t tag = SHP_LOAD(sl->tag);
 
-		if (SHP_LOAD(sl->tag) == done)
+		/* Done: its slot says so, or already serves a later ticket
+		 * (the parent re-uses a slot only after taking the result,
+		 * and may have while this chunk was still running). */
+		if (tag == done || (tag >> 2) > c->ticket_base + i)
 			continue;
 		if (SHP_LOAD(w->running) == i + 1) {
 			sl->status = SHP_ECRASHED;

@@ -64,12 +64,18 @@ size_t proc_descendants(pid_t pid, pid_t *out, size_t max)
 	return n;
 }
 
+bool proc_parent(pid_t pid, pid_t *ppid)
+{
+	char st;
+
+	return stat_of(pid, &st, ppid, NULL) && st != 'Z' && st != 'X';
+}
+
 bool proc_alive(pid_t pid)
 {
 	pid_t pp;
-	char st;
 
-	return stat_of(pid, &st, &pp, NULL) && st != 'Z' && st != 'X';
+	return proc_parent(pid, &pp);
 }
 
 long long proc_cpu_ticks(pid_t pid)

@@ -12,6 +12,8 @@ size_t proc_children(pid_t pid, pid_t *out, size_t max);
 size_t proc_descendants(pid_t pid, pid_t *out, size_t max);
 /* Whether pid runs (exists and is not a zombie). */
 bool proc_alive(pid_t pid);
+/* The parent of pid, if pid runs. */
+bool proc_parent(pid_t pid, pid_t *ppid);
 /* utime + stime of pid, in clock ticks; -1 if unreadable. */
 long long proc_cpu_ticks(pid_t pid);
 /* Open file descriptors of this process. */

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,5 +460,70 @@ Test(map, crashing_task_reports_crashed_and_pool_recovers, .timeout = 30)
 		}
 	}
 	check_twice(p, 10000, 0);
+	shp_pool_destroy(p);
+}
+
+/*
+ * A worker dies in the middle of a chunk as wide as the window, after the
+ * parent has taken the chunk's first results and handed their slots to
+ * later tasks: only the task it was running may be reported crashed, and
+ * nothing may run twice.
+ */
+#define REUSE_N 4096
+#define REUSE_DIE 1000
+#define REUSE_AFTER 2048 /* same slot as task 0 */
+
+struct reuse {
+	uint64_t after_done;
+	uint64_t died;
+	uint32_t runs[REUSE_N];
+};
+
+static int die_after_reuse(const void *in, void *out, void *ctx)
+{
+	struct reuse *r = ctx;
+	uint64_t i = *(const uint64_t *)in;
+
+	__atomic_fetch_add(&r->runs[i], 1, __ATOMIC_RELAXED);
+	if (i == REUSE_DIE && !__atomic_exchange_n(&r->died, 1, __ATOMIC_SEQ_CST)) {
+		struct timespec ts = { 0, 20000000 };
+
+		while (!__atomic_load_n(&r->after_done, __ATOMIC_ACQUIRE))
+			;
+		nanosleep(&ts, NULL); /* let task 2048's result land */
+		raise(SIGKILL);
+	}
+	if (i == REUSE_AFTER)
+		__atomic_store_n(&r->after_done, 1, __ATOMIC_RELEASE);
+	*(uint64_t *)out = i * 5;
+	return 0;
+}
+
+Test(map, crash_after_slot_reuse_reports_only_the_running_task, .timeout = 30)
+{
+	shp_pool *p = pool_of(2, 0);
+	struct reuse *r = shp_alloc(p, sizeof(*r));
+	uint64_t *in = shp_alloc(p, REUSE_N * sizeof(uint64_t));
+	static uint64_t out[REUSE_N];
+	static int st[REUSE_N];
+
+	cr_assert_not_null(r);
+	cr_assert_not_null(in);
+	memset(r, 0, sizeof(*r));
+	for (uint64_t i = 0; i < REUSE_N; i++)
+		in[i] = i;
+	/* chunksize n: the first chunk is the whole window, [0, 2048). */
+	cr_assert_eq(shp_map(p, die_after_reuse, r, in, sizeof(uint64_t), out,
+	                     sizeof(uint64_t), REUSE_N, REUSE_N, st), SHP_ETASK);
+	for (uint64_t i = 0; i < REUSE_N; i++) {
+		if (i == REUSE_DIE) {
+			cr_expect_eq(st[i], SHP_ECRASHED);
+			continue;
+		}
+		cr_expect_eq(st[i], 0, "status[%" PRIu64 "] = %d", i, st[i]);
+		cr_expect_eq(out[i], i * 5);
+		cr_expect_eq(r->runs[i], 1, "task %" PRIu64 " ran %u times", i,
+		             r->runs[i]);
+	}
 	shp_pool_destroy(p);
 }
