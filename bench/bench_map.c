@@ -66,6 +66,7 @@ struct variant {
 	bool zero_copy;    /* K_SHP only: in and out from shp_alloc() */
 	/* filled in by the run */
 	bool ran;
+	uint64_t *samples; /* one per round */
 	struct bench_stats st;
 };
 
@@ -517,34 +518,62 @@ int main(int argc, char **argv)
 	}
 	c.ref = ref;
 
+	/* Rounds: every variant once per round (round 0 is the warm-up), so
+	 * that a noisy stretch of the shared machine hits them all alike and
+	 * the ratios, taken between medians, stay meaningful. */
 	for (size_t k = 0; k < NVARIANTS; k++) {
 		struct variant *v = &variants[k];
-		bench_fn fn = fn_of(v);
 
-		if (!fn) {
+		if (!fn_of(v)) {
 			fprintf(stderr, "bench_map: %s: not built with OpenMP\n",
 			        v->name);
 			continue;
 		}
-		c.v = v;
-		c.in = v->zero_copy ? shm_in : in;
-		c.out = v->zero_copy ? shm_out : out;
-		/* Poisoned so that even the warm-up must write everything. */
-		memset(c.out, 0xa5, c.n * sizeof(uint64_t));
-		fprintf(stderr, "bench_map: %s: 1 warm-up + %llu runs...",
-		        v->name, (unsigned long long)o.runs);
-		err = bench_run(fn, check_out, &c, 1, (unsigned)o.runs, &v->st);
+		v->samples = calloc(o.runs, sizeof(*v->samples));
+		if (!v->samples) {
+			status = EXIT_SETUP;
+			goto out;
+		}
+	}
+	for (uint64_t round = 0; round <= o.runs; round++) {
+		fprintf(stderr, "bench_map: round %llu of %llu%s\n",
+		        (unsigned long long)round, (unsigned long long)o.runs,
+		        round ? "" : " (warm-up)");
+		for (size_t k = 0; k < NVARIANTS; k++) {
+			struct variant *v = &variants[k];
+			uint64_t ns;
+
+			if (!v->samples)
+				continue;
+			c.v = v;
+			c.in = v->zero_copy ? shm_in : in;
+			c.out = v->zero_copy ? shm_out : out;
+			/* Poisoned so that every run must write everything. */
+			memset(c.out, 0xa5, c.n * sizeof(uint64_t));
+			err = bench_once(fn_of(v), check_out, &c, &ns);
+			if (err) {
+				if (err < 0 && !c.lib_err)
+					fprintf(stderr, "bench_map: %s: %s\n",
+					        v->name, strerror(-err));
+				status = err < 0 && !c.lib_err ? EXIT_SETUP
+				                               : EXIT_WRONG;
+				goto out;
+			}
+			if (round)
+				v->samples[round - 1] = ns;
+		}
+	}
+	for (size_t k = 0; k < NVARIANTS; k++) {
+		struct variant *v = &variants[k];
+
+		if (!v->samples)
+			continue;
+		err = bench_stats(v->samples, o.runs, &v->st);
 		if (err) {
-			fprintf(stderr, "\n");
-			if (err < 0 && !c.lib_err)
-				fprintf(stderr, "bench_map: %s: %s\n", v->name,
-				        strerror(-err));
-			status = err < 0 && !c.lib_err ? EXIT_SETUP : EXIT_WRONG;
+			status = EXIT_SETUP;
 			goto out;
 		}
 		v->ran = true;
-		fprintf(stderr, " median %.2f ns/task\n",
-		        per_task(v->st.median, c.n));
 	}
 
 	print_table(c.n, have_omp);
@@ -583,6 +612,8 @@ out:
 	}
 	if (csv)
 		fclose(csv);
+	for (size_t k = 0; k < NVARIANTS; k++)
+		free(variants[k].samples);
 	free(in);
 	free(out);
 	free(ref);

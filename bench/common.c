@@ -50,37 +50,16 @@ int bench_stats(const uint64_t *samples, size_t n, struct bench_stats *st)
 	return 0;
 }
 
-int bench_run(bench_fn fn, bench_fn check, void *arg, unsigned warmups,
-              unsigned runs, struct bench_stats *st)
+int bench_once(bench_fn fn, bench_fn check, void *arg, uint64_t *ns)
 {
-	uint64_t *samples;
-	int err = 0;
+	uint64_t t0 = bench_now_ns();
+	int err = fn(arg);
 
-	if (!fn || !st || runs == 0)
-		return -EINVAL;
-	samples = calloc(runs, sizeof(*samples));
-	if (!samples)
-		return -ENOMEM;
-	for (unsigned i = 0; i < warmups + runs; i++) {
-		uint64_t t0 = bench_now_ns(), t1;
-
-		err = fn(arg);
-		t1 = bench_now_ns();
-		if (err)
-			break;
-		if (i >= warmups)
-			samples[i - warmups] = t1 - t0;
-		/* Every run is checked, not just the last: a variant that is
-		 * right once and wrong later must not pass. */
-		if (check) {
-			err = check(arg);
-			if (err)
-				break;
-		}
-	}
-	if (!err)
-		err = bench_stats(samples, runs, st);
-	free(samples);
+	*ns = bench_now_ns() - t0;
+	/* Every run is checked, not just the last: a variant that is right
+	 * once and wrong later must not pass. */
+	if (!err && check)
+		err = check(arg);
 	return err;
 }
 

@@ -35,20 +35,18 @@ int bench_stats(const uint64_t *samples, size_t n, struct bench_stats *st);
 
 /*
  * One run of the thing being measured. Returns 0, or non-zero to stop the
- * measurement (that value is passed back by bench_run).
+ * measurement (that value is passed back by bench_once).
  */
 typedef int (*bench_fn)(void *arg);
 
 /*
- * Calls fn(arg) warmups times untimed, then runs times timed, and fills *st
- * with the wall time of the timed calls in ns. check, when not NULL, runs
- * untimed after every call (warm-ups included) so that each result can be
- * verified and the output reset without the cost showing up in the samples.
- * Returns 0, the first non-zero value of fn or check, -EINVAL (runs == 0)
- * or -ENOMEM.
+ * Calls fn(arg) once and stores its wall time in *ns; then check, when not
+ * NULL, untimed, so that the result can be verified and the output reset
+ * without the cost showing up in the sample. Benchmarks call it in rounds
+ * (each variant once per round) so that noise on a shared machine falls on
+ * every variant alike. Returns 0 or the first non-zero value of fn or check.
  */
-int bench_run(bench_fn fn, bench_fn check, void *arg, unsigned warmups,
-              unsigned runs, struct bench_stats *st);
+int bench_once(bench_fn fn, bench_fn check, void *arg, uint64_t *ns);
 
 /*
  * Parses a whole decimal string into *v, within [lo, hi]. Rejects empty
