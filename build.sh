@@ -4,7 +4,9 @@
 #
 #   ./build.sh bench    build, then run the benchmark comparison
 #   ./build.sh check    build, then run the whole test suite: plain, again
-#                       under ASan + UBSan, and the unit tests under valgrind
+#                       under ASan + UBSan, again with the fault-injection
+#                       kill points (which adds their test), and the unit
+#                       tests under valgrind
 #   ./build.sh stress   build, then run the long multi-process torture
 set -eu
 
@@ -60,6 +62,8 @@ check)
 	LSAN_OPTIONS=suppressions="$top/tests/lsan.supp" \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		make -j"$jobs" check
+	build build-fault --enable-fault-injection
+	make -j"$jobs" check
 	cd "$top/build"
 	make check-valgrind
 	;;

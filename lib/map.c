@@ -38,6 +38,7 @@ struct call {
 	struct shp__task pending[BATCH];
 	unsigned npending;
 	bool any_failed;
+	int64_t next_check; /* when the ring-room poll checks the supervisor */
 };
 
 static inline struct shp__slot *slot_of(const struct call *c, uint64_t i)
@@ -132,6 +133,16 @@ static int begin_call(struct call *c, shp_fn fn, void *ctx)
 		}
 		if (~pool->call_busy && ~pool->slot_busy)
 			break;
+		/* Fix: with no call active, nothing will ever free an entry
+		 * or a slot block: what is taken was leaked by calls that
+		 * failed with tasks in flight (end_call), which in an open
+		 * pool means SHP_ECORRUPT. This used to wait forever.
+		 * (tests/unit/test_failure.c:
+		 * leaked_slots_do_not_wedge_later_calls.) */
+		if (pool->active_calls == 0) {
+			err = SHP_ECORRUPT;
+			goto out;
+		}
 		pthread_cond_wait(&pool->cond, &pool->lock);
 	}
 	if (c->n > (UINT64_C(1) << 61) - pool->next_ticket) {
@@ -282,17 +293,29 @@ static bool valid_status(int st)
 enum view { PENDING, DONE, CORRUPT };
 
 /*
- * What the slot of task i says of it: DONE(t); ARMED(t) or any state of an
- * older ticket (the slot's previous use) while it is pending; anything else
- * is corruption.
+ * What the slot of task i says of it: DONE(t); ARMED(t), ARMED or DONE of
+ * an older ticket (the slot's previous use), or zero (a fresh segment) while
+ * it is pending; anything else is corruption.
+ *
+ * Fix: this used to accept any state of an older ticket as pending, so an
+ * impossible state (0 with a ticket, or 3) written by a task over a slot
+ * whose result was already DONE left the caller waiting forever, where
+ * docs/design.md promises SHP_ECORRUPT for "an unknown state". Only the
+ * fresh segment's zero has state 0 (tickets start at 1); nothing writes
+ * state 3. (tests/unit/test_failure.c, other_slot_tag_scribble_is_corruption
+ * and own_tag_scribbled_and_held_is_corruption, "older ticket, bad state".)
  */
 static enum view view(const struct call *c, uint64_t i)
 {
 	uint64_t t = c->ticket_base + i, tag = SHP_LOAD(slot_of(c, i)->tag);
+	uint64_t state = tag & 3;
 
 	if (tag == SHP_TAG(t, SHP_SLOT_DONE))
 		return DONE;
-	if (tag == SHP_TAG(t, SHP_SLOT_ARMED) || (tag >> 2) < t)
+	if (tag == SHP_TAG(t, SHP_SLOT_ARMED) || tag == 0)
+		return PENDING;
+	if ((tag >> 2) < t &&
+	    (state == SHP_SLOT_ARMED || state == SHP_SLOT_DONE))
 		return PENDING;
 	return CORRUPT;
 }
@@ -339,13 +362,42 @@ static int collect(struct call *c)
 }
 
 
+/*
+ * Whether the pool can still deliver results: 0, SHP_ECLOSED (terminated),
+ * or SHP_EBROKEN (the supervisor is dead; the pool is marked broken). The
+ * liveness check (a waitpid) runs under the lock, so that two calls that
+ * look at once do not race on pool->zygote_status.
+ */
+static int pool_health(struct shp_pool *pool, bool check_supervisor)
+{
+	enum shp__phase ph = SHP_LOAD(pool->phase);
+	int err = 0;
+
+	if (ph == SHP_PHASE_TERMINATED)
+		return SHP_ECLOSED;
+	if (ph == SHP_PHASE_BROKEN)
+		return SHP_EBROKEN;
+	if (!check_supervisor)
+		return 0;
+	pthread_mutex_lock(&pool->lock);
+	if (pool->phase == SHP_PHASE_BROKEN) {
+		err = SHP_EBROKEN;
+	} else if (pool->phase != SHP_PHASE_TERMINATED &&
+	           !shp__supervisor_alive(pool)) {
+		pool->phase = SHP_PHASE_BROKEN;
+		err = SHP_EBROKEN;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
 /* Waits until the result of task nc may be ready. */
 static int wait_results(struct call *c)
 {
 	struct shp_pool *pool = c->pool;
 	uint64_t target, queued;
 	uint32_t key;
-	enum shp__phase ph;
+	int err;
 
 	/* With few tasks in flight the caller is waiting on latency: spin
 	 * first. With many, spinning would only steal a core from the
@@ -364,9 +416,24 @@ static int wait_results(struct call *c)
 	/* Only tasks whose descriptors are in the ring can complete. */
 	queued = c->npending ? c->pending[0].begin : c->ns;
 	if (queued == c->nc) {
-		/* The ring is full of other calls' work: poll for room. */
+		/* The ring is full of other calls' work: poll for room.
+		 *
+		 * Fix: this path used to check neither the phase nor the
+		 * supervisor. If the pool broke or was terminated meanwhile,
+		 * nobody drains the ring any more, and the call polled
+		 * forever (and shp_pool_terminate, which waits for active
+		 * calls, with it). Now it checks as the sleeping path does,
+		 * the supervisor once per WAIT_SLICE_NS. (tests/unit/
+		 * test_failure.c: call_waiting_for_ring_room_sees_supervisor_
+		 * death, terminate_ends_call_waiting_for_ring_room.) */
 		struct timespec ts = { 0, 20000 };
+		int64_t now = shp__now_ns();
 
+		err = pool_health(pool, now >= c->next_check);
+		if (err)
+			return err;
+		if (now >= c->next_check)
+			c->next_check = now + WAIT_SLICE_NS;
 		nanosleep(&ts, NULL);
 		return 0;
 	}
@@ -377,19 +444,12 @@ static int wait_results(struct call *c)
 	key = shp__ec_prepare(&c->rec->ec); /* E1: pairs with N2 */
 	if (!slot_pending(c, target))
 		return 0;
-	ph = SHP_LOAD(pool->phase);
-	if (ph == SHP_PHASE_TERMINATED)
-		return SHP_ECLOSED;
-	if (ph == SHP_PHASE_BROKEN)
-		return SHP_EBROKEN;
+	err = pool_health(pool, false);
+	if (err)
+		return err;
 	if (shp__ec_wait(&c->rec->ec, key, shp__now_ns() + WAIT_SLICE_NS) ==
-	            -ETIMEDOUT &&
-	    !shp__supervisor_alive(pool)) {
-		pthread_mutex_lock(&pool->lock);
-		pool->phase = SHP_PHASE_BROKEN;
-		pthread_mutex_unlock(&pool->lock);
-		return SHP_EBROKEN;
-	}
+	    -ETIMEDOUT)
+		return pool_health(pool, true);
 	return 0;
 }
 

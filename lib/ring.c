@@ -1,5 +1,7 @@
 #include "ring.h"
 
+#include "fault.h"
+
 void shp__ring_init(struct shp__ring *r, uint32_t size)
 {
 	r->size = size;
@@ -70,14 +72,27 @@ bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
 		c = &r->cells[pos & r->mask];
 		seq = SHP_LOAD(c->seq);
 		dif = (int64_t)(seq - (pos + 1));
-		if (dif < 0)
-			return false; /* empty: the cell's producer is not done */
+		if (dif < 0) {
+			/* Empty: the cell's producer is not done. Drop a
+			 * claim left by a CAS we lost: kept, it would name the
+			 * winner's cell while we sleep, and if the winner died
+			 * holding it, shp__ring_repair() would answer BUSY
+			 * until we next dequeue, which may be never (the
+			 * dead one's chunk was the last work: the call hangs).
+			 * No barrier: under that claim we own nothing, so a
+			 * repairer is right whichever value it reads. */
+			if (cl && SHP_LOAD(cl->pos) != SHP_CLAIM_NONE)
+				SHP_STORE(cl->pos, SHP_CLAIM_NONE);
+			return false;
+		}
 		if (dif > 0) {
 			pos = SHP_LOAD(r->head); /* another consumer took it */
 			continue;
 		}
-		if (cl)
+		if (cl) {
 			SHP_STORE(cl->pos, pos);
+			SHP_FAULT(DEQ_CLAIMED);
+		}
 		/* The CAS is a full barrier: the claim is visible before the
 		 * cell is ours, as shp__ring_repair() relies on (C1). */
 		prev = uatomic_cmpxchg(&r->head, pos, pos + 1);
@@ -85,10 +100,12 @@ bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
 			break;
 		pos = prev;
 	}
+	SHP_FAULT(DEQ_WON);
 	/* A2: the FULL seq was loaded before the descriptor is read. Pairs
 	 * with R1. */
 	shp__smp_acquire();
 	*t = c->task;
+	SHP_FAULT(DEQ_COPIED);
 	if (cl) {
 		/* W0: the copy before held, so a repairer that sees held
 		 * finds a whole descriptor in *t. Pairs with the reaping of
@@ -96,17 +113,20 @@ bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
 		 * visible; the barrier keeps their order. */
 		cmm_smp_wmb();
 		SHP_STORE(cl->held, 1);
+		SHP_FAULT(DEQ_HELD);
 	}
 	/* R2: the descriptor is read (and held is set) before the cell turns
 	 * EMPTY for the next lap. Pairs with A1 in shp__ring_enqueue_burst. */
 	shp__smp_release();
 	SHP_STORE(c->seq, pos + r->size);
+	SHP_FAULT(DEQ_RELEASED);
 	if (cl) {
 		/* W1: the release before the claim is dropped, so a repair
 		 * that sees no claim then sees the cell EMPTY. Pairs with the
 		 * full barrier after the scan in shp__ring_repair. */
 		cmm_smp_wmb();
 		SHP_STORE(cl->pos, SHP_CLAIM_NONE);
+		SHP_FAULT(DEQ_UNCLAIMED);
 	}
 	return true;
 }

@@ -101,7 +101,8 @@ unsigned shp__ring_enqueue_burst(struct shp__ring *r,
  * Safe against any number of concurrent producers and consumers. t and cl
  * must both be in shared memory, owned by this consumer, with cl idle
  * (NONE, 0) or NULL (then no repair is possible). On true, the consumer
- * owns *t until it calls shp__ring_release_claim(cl).
+ * owns *t until it calls shp__ring_release_claim(cl). On false, cl is left
+ * idle again, even after a lost race.
  */
 bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
                        struct shp__claim *cl);

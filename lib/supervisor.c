@@ -79,22 +79,42 @@ static void salvage(struct sup *s, struct shp__worker *w, int wstatus)
 	struct shp_pool *pool = s->pool;
 	struct shp__task t = w->task;
 	struct shp__call *c;
+	uint64_t tb;
+	uint32_t base, window;
 
 	if (t.call >= SHP_NCALLS)
 		return;
 	c = &pool->calls[t.call];
-	if (SHP_LOAD(c->gen) != t.gen || c->window == 0)
+	/*
+	 * Snapshot the call's fields between two reads of gen, seqlock
+	 * style: if the caller ended the call and started another in this
+	 * entry meanwhile, the fields may be the new call's, and the new
+	 * call's task i must not be reported crashed. Once the snapshot is
+	 * consistent it stays true for what we do with it: the call cannot
+	 * end while a task we find not done is not done, and only its dead
+	 * worker, or we, could have done it.
+	 */
+	if (SHP_LOAD(c->gen) != t.gen)
 		return; /* the call is over */
+	cmm_smp_rmb(); /* gen before the fields; pairs with the caller's
+	                * mutex (a full barrier) between ending a call and
+	                * filling the entry again */
+	tb = SHP_LOAD(c->ticket_base);
+	base = SHP_LOAD(c->slot_base);
+	window = SHP_LOAD(c->window);
+	cmm_smp_rmb(); /* the fields before gen again */
+	if (SHP_LOAD(c->gen) != t.gen || window == 0)
+		return;
 	for (uint64_t i = t.begin; i < t.end; i++) {
 		struct shp__slot *sl =
-			&pool->slots[(c->slot_base + i % c->window) % SHP_NSLOTS];
-		uint64_t done = SHP_TAG(c->ticket_base + i, SHP_SLOT_DONE);
+			&pool->slots[(base + i % window) % SHP_NSLOTS];
+		uint64_t done = SHP_TAG(tb + i, SHP_SLOT_DONE);
 		uint64_t tag = SHP_LOAD(sl->tag);
 
 		/* Done: its slot says so, or already serves a later ticket
 		 * (the parent re-uses a slot only after taking the result,
 		 * and may have while this chunk was still running). */
-		if (tag == done || (tag >> 2) > c->ticket_base + i)
+		if (tag == done || (tag >> 2) > tb + i)
 			continue;
 		if (SHP_LOAD(w->running) == i + 1) {
 			sl->status = SHP_ECRASHED;

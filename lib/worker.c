@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "pool.h"
 
 #define IDLE_TICK_NS 1000000000 /* re-check the supervisor this often */
@@ -65,23 +66,31 @@ static void run_chunk(struct shp_pool *pool, struct shp__worker *me)
 			in = inbuf;
 		}
 		SHP_STORE(me->running, i + 1);
+		SHP_FAULT(RUN_STARTED);
 		st = fn(in, out, ctx);
+		SHP_FAULT(RUN_RETURNED);
 		s->status = st < 0 ? SHP_ETASK : st;
 		s->aux = 0;
+		SHP_FAULT(RUN_STATUS);
 		/* R3 + N2: the output and status before DONE, and DONE before
 		 * the load of the call's eventcount: uatomic_xchg is a full
 		 * barrier. Pairs with A3 in the parent, and with E1 of its
 		 * shp__ec_prepare. */
 		uatomic_xchg(&s->tag, SHP_TAG(tb + i, SHP_SLOT_DONE));
+		SHP_FAULT(RUN_DONE);
 		SHP_STORE(me->running, 0);
+		SHP_FAULT(RUN_CLEARED);
 		me->ntasks++;
 		seen = SHP_LOAD(c->ec);
 		if (seen & SHP_EC_SLEEPERS) {
 			/* wake_index was stored before the parent set SLEEPERS
 			 * (its CAS is a full barrier): load it after ec. */
 			cmm_smp_rmb();
-			if (i >= SHP_LOAD(c->wake_index))
+			if (i >= SHP_LOAD(c->wake_index)) {
+				SHP_FAULT(RUN_NOTIFYING);
 				shp__ec_wake_slow(&c->ec, seen);
+				SHP_FAULT(RUN_NOTIFIED);
+			}
 		}
 	}
 }
@@ -105,6 +114,7 @@ static void idle(struct shp_pool *pool)
 			break;
 	}
 	key = shp__ec_prepare(&h->work_ec); /* E1 */
+	SHP_FAULT(IDLE_SLEEPER);
 	if (shp__ring_count(pool->ring) || SHP_LOAD(h->state) != SHP_STATE_RUN)
 		return;
 	shp__ec_wait(&h->work_ec, key, shp__now_ns() + IDLE_TICK_NS);
@@ -124,12 +134,15 @@ void shp__worker_main(struct shp_pool *pool, unsigned idx)
 		_exit(0);
 	sigprocmask(SIG_SETMASK, &pool->caller_mask, NULL);
 	me->ntasks = 0;
+	SHP_FAULT(WORKER_START);
 	if (pool->initializer)
 		pool->initializer(pool->initializer_arg);
 	for (;;) {
 		if (shp__ring_dequeue(pool->ring, &me->task, &me->claim)) {
 			run_chunk(pool, me);
+			SHP_FAULT(LOOP_RAN);
 			shp__ring_release_claim(&me->claim);
+			SHP_FAULT(LOOP_RELEASED);
 			if (pool->max_tasks_per_worker &&
 			    me->ntasks >= pool->max_tasks_per_worker)
 				_exit(0);
