@@ -278,7 +278,10 @@ int shp_pool_terminate(shp_pool *pool)
 	pthread_mutex_lock(&pool->lock);
 	if (pool->phase != SHP_PHASE_JOINED &&
 	    pool->phase != SHP_PHASE_TERMINATED) {
-		SHP_STORE(pool->phase, SHP_PHASE_TERMINATED);
+		/* A broken pool stays broken: join and later calls keep
+		 * saying why it stopped. */
+		if (pool->phase != SHP_PHASE_BROKEN)
+			SHP_STORE(pool->phase, SHP_PHASE_TERMINATED);
 		pthread_mutex_unlock(&pool->lock);
 		stop(pool, SHP_STATE_KILL);
 		pthread_mutex_lock(&pool->lock);

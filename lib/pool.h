@@ -17,7 +17,8 @@
  * Parent-side lifecycle (pool->phase; changed under pool->lock):
  *   OPEN -> CLOSED -> JOINED      close, then join
  *   OPEN|CLOSED -> TERMINATED     terminate
- *   any -> BROKEN                 the supervisor was found dead
+ *   OPEN|CLOSED -> BROKEN         the supervisor was found dead; terminate
+ *                                 and join leave a broken pool broken
  */
 enum shp__phase {
 	SHP_PHASE_OPEN,
