@@ -1347,8 +1347,7 @@ static void *kill_workers(void *arg)
 	return NULL;
 }
 
-Test(failure, worker_killed_during_map_reports_only_running_task,
-     .timeout = 30)
+Test(failure, worker_killed_during_map_reports_only_running_task, .timeout = 30)
 {
 	struct shp_pool_options o = { .workers = 2 };
 	struct worker_killer k = { 0 };
