@@ -341,9 +341,13 @@ Test(failure, terminate_leaves_a_broken_pool_broken, .timeout = 20)
 	struct shp_pool_options o = { .workers = 2 };
 	int x = 1, y = 0;
 	shp_pool *p;
+	pid_t w[8];
 
 	cr_assert_eq(shp_pool_create(&p, &o), 0);
+	cr_assert_eq(proc_children(p->zygote, w, 8), 2);
 	cr_assert_eq(kill(p->zygote, SIGKILL), 0);
+	/* Until the workers are gone a task could still run. */
+	cr_assert_eq(alive_after(w, 2, 1000), 0);
 	cr_expect_eq(shp_apply(p, triple, NULL, &x, sizeof(x), &y, sizeof(y)),
 	             SHP_EBROKEN);
 	cr_expect_eq(shp_pool_terminate(p), 0);
