@@ -177,6 +177,10 @@ int shp_pool_create(shp_pool **out, const struct shp_pool_options *opt)
 		goto fail_free;
 	shp__segment_init(base, &l);
 	wire(pool, base, &l);
+	/* Before any fork, so that every process of the pool has it so. */
+	err = shp__ring_seal(pool->ring);
+	if (err)
+		goto fail_unmap;
 	err = shp__arena_init(&pool->arena, pool->arena_base, pool->arena_size);
 	if (err)
 		goto fail_unmap;

@@ -1,3 +1,6 @@
+#include <errno.h>
+#include <sys/mman.h>
+
 #include "ring.h"
 
 #include "fault.h"
@@ -129,6 +132,11 @@ bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
 		SHP_FAULT(DEQ_UNCLAIMED);
 	}
 	return true;
+}
+
+int shp__ring_seal(struct shp__ring *r)
+{
+	return mprotect(r, SHP_RING_CONST_BYTES, PROT_READ) ? -errno : 0;
 }
 
 uint64_t shp__ring_count(const struct shp__ring *r)

@@ -65,10 +65,17 @@ struct shp__claim {
 	uint64_t held;
 };
 
+#define SHP_RING_CONST_BYTES 4096u
+
 struct shp__ring {
+	/* Geometry, alone on its own page: the pool maps that page read-only
+	 * once the ring is initialised (shp__ring_seal), so a task that
+	 * scribbles over the segment cannot send anybody's index outside the
+	 * cells: it dies of SIGSEGV instead, and its task is reported
+	 * crashed. */
 	uint32_t size; /* power of two */
 	uint32_t mask;
-	char pad0[SHP_CACHELINE - 8];
+	char pad0[SHP_RING_CONST_BYTES - 8];
 	/* Producer and consumer indices on their own lines, with a guard line
 	 * between them so that adjacent-line prefetch does not couple them. */
 	uint64_t tail SHP_ALIGNED;
@@ -86,6 +93,10 @@ static inline size_t shp__ring_bytes(uint32_t size)
 /* Initialises a ring of size cells (a power of two) in zeroed memory. Not
  * concurrent with anything. */
 void shp__ring_init(struct shp__ring *r, uint32_t size);
+
+/* Maps the ring's geometry page read-only; r must be page-aligned. Returns
+ * 0 or -errno. */
+int shp__ring_seal(struct shp__ring *r);
 
 /*
  * Enqueues up to n descriptors, in order, as one contiguous run. Returns how

@@ -40,9 +40,10 @@ int shp__layout_compute(struct shp__layout *l)
 		err = add_region(&l->slots_off, &cur,
 		                 SHP_NSLOTS * sizeof(struct shp__slot),
 		                 SHP_CACHELINE);
+	/* On a page of its own: its geometry page is sealed read-only. */
 	if (!err)
 		err = add_region(&l->ring_off, &cur, shp__ring_bytes(l->ncells),
-		                 SHP_CACHELINE);
+		                 SHP_RING_CONST_BYTES);
 	/* The arena starts on a page so that big shp_alloc() blocks do. */
 	if (!err)
 		err = add_region(&l->arena_off, &cur, l->arena_size, 4096);

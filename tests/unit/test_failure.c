@@ -1155,6 +1155,46 @@ Test(failure, other_slot_status_scribble_is_corruption, .timeout = 30)
 	}
 }
 
+/* Overwrites the ring's geometry when its input is 3; ctx: the ring. */
+static int ring_scribbler(const void *in, void *out, void *ctx)
+{
+	struct shp__ring *r = *(struct shp__ring **)ctx;
+	int x = *(const int *)in;
+
+	if (x == 3)
+		SHP_STORE(r->mask, UINT32_MAX); /* must fault: the page is sealed */
+	*(int *)out = 3 * x + 1;
+	return 0;
+}
+
+Test(failure, ring_geometry_is_read_only, .timeout = 20)
+{
+	struct shp_pool_options o = { .workers = 2 };
+	int in[200], out[200], st[200];
+	struct shp__ring **ctx;
+	shp_pool *p;
+
+	cr_assert_eq(shp_pool_create(&p, &o), 0);
+	ctx = shp_alloc(p, sizeof(*ctx));
+	cr_assert_not_null(ctx);
+	*ctx = p->ring;
+	for (int i = 0; i < 200; i++)
+		in[i] = i;
+	cr_assert_eq(shp_map(p, ring_scribbler, ctx, in, sizeof(int), out,
+	                     sizeof(int), 200, 1, st), SHP_ETASK);
+	for (int i = 0; i < 200; i++) {
+		if (i == 3) {
+			cr_expect_eq(st[i], SHP_ECRASHED);
+			continue;
+		}
+		cr_expect_eq(st[i], 0, "status[%d] = %d", i, st[i]);
+		cr_expect_eq(out[i], 3 * i + 1);
+	}
+	cr_expect_eq(p->ring->mask, p->ring->size - 1);
+	cr_expect_eq(p->ring->size, 1024);
+	destroy_clean(p);
+}
+
 Test(failure, header_scribble_is_ignored, .timeout = 20)
 {
 	const size_t n = 1000;
