@@ -133,12 +133,9 @@ static int begin_call(struct call *c, shp_fn fn, void *ctx)
 		}
 		if (~pool->call_busy && ~pool->slot_busy)
 			break;
-		/* Fix: with no call active, nothing will ever free an entry
-		 * or a slot block: what is taken was leaked by calls that
-		 * failed with tasks in flight (end_call), which in an open
-		 * pool means SHP_ECORRUPT. This used to wait forever.
-		 * (tests/unit/test_failure.c:
-		 * leaked_slots_do_not_wedge_later_calls.) */
+		/* With no call active nothing will ever free an entry or a
+		 * slot block: what is taken was kept by calls that failed
+		 * with tasks in flight (end_call), i.e. by corruption. */
 		if (pool->active_calls == 0) {
 			err = SHP_ECORRUPT;
 			goto out;
@@ -297,13 +294,9 @@ enum view { PENDING, DONE, CORRUPT };
  * an older ticket (the slot's previous use), or zero (a fresh segment) while
  * it is pending; anything else is corruption.
  *
- * Fix: this used to accept any state of an older ticket as pending, so an
- * impossible state (0 with a ticket, or 3) written by a task over a slot
- * whose result was already DONE left the caller waiting forever, where
- * docs/design.md promises SHP_ECORRUPT for "an unknown state". Only the
- * fresh segment's zero has state 0 (tickets start at 1); nothing writes
- * state 3. (tests/unit/test_failure.c, other_slot_tag_scribble_is_corruption
- * and own_tag_scribbled_and_held_is_corruption, "older ticket, bad state".)
+ * Only a fresh segment's zero has state 0 (tickets start at 1) and nothing
+ * writes state 3, so an older ticket in either state was written by a task
+ * scribbling the segment.
  */
 static enum view view(const struct call *c, uint64_t i)
 {
@@ -416,16 +409,10 @@ static int wait_results(struct call *c)
 	/* Only tasks whose descriptors are in the ring can complete. */
 	queued = c->npending ? c->pending[0].begin : c->ns;
 	if (queued == c->nc) {
-		/* The ring is full of other calls' work: poll for room.
-		 *
-		 * Fix: this path used to check neither the phase nor the
-		 * supervisor. If the pool broke or was terminated meanwhile,
-		 * nobody drains the ring any more, and the call polled
-		 * forever (and shp_pool_terminate, which waits for active
-		 * calls, with it). Now it checks as the sleeping path does,
-		 * the supervisor once per WAIT_SLICE_NS. (tests/unit/
-		 * test_failure.c: call_waiting_for_ring_room_sees_supervisor_
-		 * death, terminate_ends_call_waiting_for_ring_room.) */
+		/* The ring is full of other calls' work: poll for room. If
+		 * the pool broke or was terminated nobody drains the ring, so
+		 * check as the sleeping path does, the supervisor once per
+		 * WAIT_SLICE_NS. */
 		struct timespec ts = { 0, 20000 };
 		int64_t now = shp__now_ns();
 
