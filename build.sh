@@ -56,14 +56,14 @@ bench)
 	;;
 check)
 	build build
-	make -j"$jobs" check
+	make -j"$jobs" check VERBOSE=1
 	build build-sanitize --enable-sanitizers
 	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions="$top/tests/lsan.supp" \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		make -j"$jobs" check
+		make -j"$jobs" check VERBOSE=1
 	build build-fault --enable-fault-injection
-	make -j"$jobs" check
+	make -j"$jobs" check VERBOSE=1
 	cd "$top/build"
 	make check-valgrind
 	;;

@@ -1,8 +1,10 @@
 /*
  * Helpers shared by the benchmarks; see common.h.
  */
+#define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,9 +84,12 @@ int bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v)
 
 unsigned bench_nproc(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	cpu_set_t set;
 
-	return n > 0 ? (unsigned)n : 1;
+	/* As the pool counts them: the CPUs this process may run on. */
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 1;
+	return (unsigned)CPU_COUNT(&set);
 }
 
 const char *bench_cpu_model(char *buf, size_t len)

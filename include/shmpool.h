@@ -63,7 +63,8 @@ typedef int (*shp_fn)(const void *in, void *out, void *ctx);
 
 /* Zero-initialised means every default. */
 struct shp_pool_options {
-	unsigned workers;          /* 0: one per online CPU; at most 1024 */
+	unsigned workers;          /* 0: one per CPU this process may
+	                            * run on; at most 1024 */
 	unsigned queue_cells;      /* task ring cells, rounded up to a power of
 	                            * two; 0: 1024; at most 1 << 20 */
 	size_t arena_bytes;        /* shared data arena; 0: 64 MiB */

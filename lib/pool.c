@@ -1,6 +1,7 @@
 /* Pool life cycle and the arena API. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,17 +26,27 @@ static uint32_t round_pow2(uint32_t v)
 	return p;
 }
 
+/* CPUs this process may run on: a container's cpuset, not the host's. */
+static unsigned usable_cpus(void)
+{
+	cpu_set_t set;
+	long n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned)CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
 static int resolve_options(const struct shp_pool_options *opt,
                            struct shp__layout *l, struct shp_pool *pool)
 {
 	struct shp_pool_options o = { 0 };
-	long ncpu;
 
 	if (opt)
 		o = *opt;
 	if (o.workers == 0) {
-		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		o.workers = ncpu > 0 ? (unsigned)ncpu : 1;
+		o.workers = usable_cpus();
 		if (o.workers > SHP_MAX_WORKERS)
 			o.workers = SHP_MAX_WORKERS;
 	}

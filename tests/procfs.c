@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "procfs.h"
 
@@ -108,7 +109,24 @@ int proc_fd_count(void)
 	return count_dir("/proc/self/fd", "") - 1; /* the DIR's own fd */
 }
 
-int devshm_count(void)
+int devshm_count(pid_t creator)
 {
-	return count_dir("/dev/shm", "shmpool");
+	char prefix[32] = "shmpool";
+
+	if (creator > 0)
+		snprintf(prefix, sizeof(prefix), "shmpool-%d-", (int)creator);
+	return count_dir("/dev/shm", prefix);
+}
+
+int devshm_settled(void)
+{
+	int n = devshm_count(0);
+
+	for (int i = 0; n > 0 && i < 100; i++) {
+		struct timespec ts = { 0, 10000000 };
+
+		nanosleep(&ts, NULL);
+		n = devshm_count(0);
+	}
+	return n;
 }

@@ -18,7 +18,12 @@ bool proc_parent(pid_t pid, pid_t *ppid);
 long long proc_cpu_ticks(pid_t pid);
 /* Open file descriptors of this process. */
 int proc_fd_count(void);
-/* Entries in /dev/shm whose name starts with "shmpool". */
-int devshm_count(void);
+/* Entries in /dev/shm of pools created by process creator (a segment's
+ * name carries its creator's pid), or of any pool when creator is 0. */
+int devshm_count(pid_t creator);
+/* devshm_count(0), polled for up to 1 s: another process's pool being
+ * created holds a name for a few microseconds (shm_open to shm_unlink),
+ * a leak stays. */
+int devshm_settled(void);
 
 #endif

@@ -608,21 +608,6 @@ static unsigned wait_gone(const int *fds, size_t n)
 	return left;
 }
 
-/* /dev/shm may briefly hold another process's pool being created: a leak
- * of ours stays. */
-static int devshm_settled(void)
-{
-	int c = devshm_count();
-
-	for (int k = 0; c > 0 && k < 100; k++) {
-		struct timespec ts = { 0, 10000000 };
-
-		nanosleep(&ts, NULL);
-		c = devshm_count();
-	}
-	return c;
-}
-
 int main(int argc, char **argv)
 {
 	double seconds = argc > 1 ? strtod(argv[1], NULL) : 30;

@@ -124,21 +124,6 @@ static size_t strength_after(const shp_pool *p, size_t want, const pid_t *gone,
 	}
 }
 
-/* /dev/shm names of ours. Another test's create holds one for a few
- * microseconds (shm_open to shm_unlink): poll briefly. */
-static int devshm_settled(void)
-{
-	int n = 0;
-
-	for (int i = 0; i < 200; i++) {
-		n = devshm_count();
-		if (n == 0)
-			return 0;
-		sleep_ms(1);
-	}
-	return n;
-}
-
 /* Destroys the pool and checks that nothing of it is left. */
 static void destroy_clean(shp_pool *p)
 {
