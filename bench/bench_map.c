@@ -56,7 +56,15 @@ static int task_inc(const void *in, void *out, void *ctx)
  */
 static shp_fn volatile task_ptr = task_inc;
 
-enum kind { K_SERIAL, K_OMP_DYNAMIC1, K_OMP_STATIC, K_SHP };
+enum kind {
+	K_SERIAL,
+	K_OMP_DYNAMIC1,
+	K_OMP_STATIC,
+	K_SHP,
+	K_SHP_ASYNC,
+	K_SHP_APPLY_ASYNC,
+	K_SHP_IMAP,
+};
 
 struct variant {
 	const char *name;  /* CSV and messages */
@@ -64,6 +72,7 @@ struct variant {
 	enum kind kind;
 	size_t chunksize;  /* K_SHP only */
 	bool zero_copy;    /* K_SHP only: in and out from shp_alloc() */
+	size_t share;      /* runs n / share tasks (0: all n) */
 	/* filled in by the run */
 	bool ran;
 	uint64_t *samples; /* one per round */
@@ -83,6 +92,15 @@ static struct variant variants[] = {
 	  .kind = K_SHP, .chunksize = 0 },
 	{ .name = "shp_map_cs1_zerocopy", .label = "shp_map cs=1 zero-copy",
 	  .kind = K_SHP, .chunksize = 1, .zero_copy = true },
+	{ .name = "shp_map_async_cs1", .label = "shp_map_async cs=1",
+	  .kind = K_SHP_ASYNC, .chunksize = 1 },
+	{ .name = "shp_imap_cs1", .label = "shp_imap cs=1",
+	  .kind = K_SHP_IMAP, .chunksize = 1 },
+	{ .name = "shp_imap_auto", .label = "shp_imap cs=0 (auto)",
+	  .kind = K_SHP_IMAP, .chunksize = 0 },
+	/* One call per task: a tenth of n keeps the run short. */
+	{ .name = "shp_apply_async", .label = "shp_apply_async (n/10)",
+	  .kind = K_SHP_APPLY_ASYNC, .share = 10 },
 };
 
 #define NVARIANTS (sizeof(variants) / sizeof(variants[0]))
@@ -159,6 +177,87 @@ static int run_shp(void *arg)
 	return err;
 }
 
+static int run_shp_async(void *arg)
+{
+	struct ctx *c = arg;
+	shp_async *h;
+	int err = shp_map_async(c->pool, task_ptr, NULL, c->in,
+	                        sizeof(uint64_t), c->out, sizeof(uint64_t),
+	                        c->n, c->v->chunksize, NULL, &h);
+
+	if (!err) {
+		err = shp_async_wait(h, -1);
+		if (!err)
+			err = shp_async_result(h);
+		shp_async_free(h);
+	}
+	if (err) {
+		fprintf(stderr, "bench_map: %s: shp_map_async: %s\n",
+		        c->v->name, shp_strerror(err));
+		c->lib_err = err;
+	}
+	return err;
+}
+
+#define APPLY_BATCH 256 /* handles in flight at once */
+
+static int run_shp_apply_async(void *arg)
+{
+	struct ctx *c = arg;
+	shp_async *h[APPLY_BATCH];
+	int err = 0;
+
+	for (size_t i = 0; i < c->n && !err; i += APPLY_BATCH) {
+		size_t k = c->n - i < APPLY_BATCH ? c->n - i : APPLY_BATCH;
+		size_t got = 0;
+
+		for (; got < k && !err; got++)
+			err = shp_apply_async(c->pool, task_ptr, NULL,
+			                      &c->in[i + got], sizeof(uint64_t),
+			                      &c->out[i + got],
+			                      sizeof(uint64_t), &h[got]);
+		if (err)
+			got--; /* the failed one has no handle */
+		for (size_t j = 0; j < got; j++) {
+			int r = shp_async_wait(h[j], -1);
+
+			if (!r)
+				r = shp_async_result(h[j]);
+			if (r && !err)
+				err = r;
+			shp_async_free(h[j]);
+		}
+	}
+	if (err) {
+		fprintf(stderr, "bench_map: %s: shp_apply_async: %s\n",
+		        c->v->name, shp_strerror(err));
+		c->lib_err = err;
+	}
+	return err;
+}
+
+static int run_shp_imap(void *arg)
+{
+	struct ctx *c = arg;
+	shp_iter *it;
+	int err = shp_imap(c->pool, task_ptr, NULL, c->in, sizeof(uint64_t),
+	                   c->n, sizeof(uint64_t), c->v->chunksize, &it);
+	size_t i;
+	const void *o;
+
+	if (!err) {
+		while ((err = shp_iter_next(it, &i, &o, NULL, -1)) == 1)
+			memcpy(&c->out[i], o, sizeof(uint64_t));
+		shp_iter_free(it);
+	}
+	if (err) {
+		fprintf(stderr, "bench_map: %s: shp_imap: %s\n", c->v->name,
+		        shp_strerror(err));
+		c->lib_err = err;
+	}
+	return err;
+}
+
 /*
  * After every run: the output must equal the serial result, element by
  * element. Then poison it, so that the next run has to write every element
@@ -206,6 +305,12 @@ static bench_fn fn_of(const struct variant *v)
 #endif
 	case K_SHP:
 		return run_shp;
+	case K_SHP_ASYNC:
+		return run_shp_async;
+	case K_SHP_APPLY_ASYNC:
+		return run_shp_apply_async;
+	case K_SHP_IMAP:
+		return run_shp_imap;
 	}
 	return NULL;
 }
@@ -300,6 +405,14 @@ bad_value:
 	return -EINVAL;
 }
 
+/* Tasks variant v runs out of n. */
+static size_t tasks_of(const struct variant *v, size_t n)
+{
+	size_t k = v->share ? n / v->share : n;
+
+	return k ? k : 1;
+}
+
 static double per_task(double ns, size_t n)
 {
 	return ns / (double)n;
@@ -334,7 +447,8 @@ static void print_table(size_t n, bool have_omp)
 		char med[32], mn[32], mx[32], rate[32], r_omp[32], r_ser[32];
 		const char *cells[] = { v->label, med, mn, mx, rate, r_omp,
 			                r_ser };
-		double m = per_task(v->st.median, n);
+		size_t vn = tasks_of(v, n);
+		double m = per_task(v->st.median, vn);
 
 		if (!v->ran) {
 			const char *na[] = { v->label, "not built with OpenMP" };
@@ -346,8 +460,8 @@ static void print_table(size_t n, bool have_omp)
 			continue;
 		}
 		snprintf(med, sizeof(med), "%.2f", m);
-		snprintf(mn, sizeof(mn), "%.2f", per_task(v->st.min, n));
-		snprintf(mx, sizeof(mx), "%.2f", per_task(v->st.max, n));
+		snprintf(mn, sizeof(mn), "%.2f", per_task(v->st.min, vn));
+		snprintf(mx, sizeof(mx), "%.2f", per_task(v->st.max, vn));
 		fmt_rate(rate, sizeof(rate), 1e9 / m);
 		if (have_omp)
 			snprintf(r_omp, sizeof(r_omp), "%.2fx", m / omp_med);
@@ -369,16 +483,17 @@ static int write_csv(FILE *f, size_t n, unsigned runs, bool have_omp)
 	           "ratio_vs_omp_dynamic1,ratio_vs_serial\n");
 	for (size_t k = 0; k < NVARIANTS; k++) {
 		const struct variant *v = &variants[k];
-		double m = per_task(v->st.median, n);
+		size_t vn = tasks_of(v, n);
+		double m = per_task(v->st.median, vn);
 
 		/* Variants that did not run keep their line, with empty
 		 * numbers, so that every file has the same rows. */
 		if (!v->ran) {
-			fprintf(f, "%s,%zu,%u,,,,,\n", v->name, n, runs);
+			fprintf(f, "%s,%zu,%u,,,,,\n", v->name, vn, runs);
 			continue;
 		}
-		fprintf(f, "%s,%zu,%u,%.3f,%.3f,%.3f,", v->name, n, runs, m,
-		        per_task(v->st.min, n), per_task(v->st.max, n));
+		fprintf(f, "%s,%zu,%u,%.3f,%.3f,%.3f,", v->name, vn, runs, m,
+		        per_task(v->st.min, vn), per_task(v->st.max, vn));
 		if (have_omp)
 			fprintf(f, "%.4f", m / omp_med);
 		fprintf(f, ",%.4f\n", m / ser_med);
@@ -546,6 +661,7 @@ int main(int argc, char **argv)
 			if (!v->samples)
 				continue;
 			c.v = v;
+			c.n = tasks_of(v, (size_t)o.n);
 			c.in = v->zero_copy ? shm_in : in;
 			c.out = v->zero_copy ? shm_out : out;
 			/* Poisoned so that every run must write everything. */
@@ -576,11 +692,11 @@ int main(int argc, char **argv)
 		v->ran = true;
 	}
 
-	print_table(c.n, have_omp);
-	print_verdict(c.n, have_omp);
+	print_table((size_t)o.n, have_omp);
+	print_verdict((size_t)o.n, have_omp);
 	status = 0;
 	if (csv) {
-		err = write_csv(csv, c.n, (unsigned)o.runs, have_omp);
+		err = write_csv(csv, (size_t)o.n, (unsigned)o.runs, have_omp);
 		if (fclose(csv) && !err)
 			err = -errno;
 		csv = NULL;

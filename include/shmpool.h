@@ -8,10 +8,11 @@
  * come back through an out-parameter. Timeouts are int64_t nanoseconds, -1
  * meaning forever and 0 meaning poll.
  *
- * Thread safety: shp_map, shp_apply, shp_alloc and shp_free may be called
- * from several threads of the creating process at once. shp_pool_close,
- * _join, _terminate and _destroy must not run concurrently with each other.
- * No call may be made from a worker (a task must not use its own pool).
+ * Thread safety: every call may be made from several threads of the
+ * creating process at once, except that shp_pool_close, _join, _terminate
+ * and _destroy must not run concurrently with each other, one iterator must
+ * not be used by two threads at once, and _destroy runs alone. No call may
+ * be made from a worker (a task must not use its own pool).
  */
 #ifndef SHMPOOL_H
 #define SHMPOOL_H
@@ -50,7 +51,9 @@ enum shp_errno {
 #undef SHP_ERRNO_ENUM
 };
 
-typedef struct shp_pool shp_pool; /* a pool of worker processes */
+typedef struct shp_pool shp_pool;   /* a pool of worker processes */
+typedef struct shp_async shp_async; /* one asynchronous call (AsyncResult) */
+typedef struct shp_iter shp_iter;   /* a streaming result iterator (imap) */
 
 /*
  * A task. Runs in a worker process. in: in_size bytes, read-only (NULL when
@@ -88,31 +91,44 @@ SHP_EXPORT int shp_pool_create(shp_pool **pool,
 SHP_EXPORT int shp_pool_close(shp_pool *pool);
 
 /*
- * After shp_pool_close: waits for the calls under way, lets the workers and
- * the supervisor exit and reaps them. 0, -EINVAL (NULL, or the pool is not
- * closed), or SHP_EBROKEN when the supervisor had died.
+ * After shp_pool_close: waits for the calls under way, asynchronous ones
+ * included (not for iterators, which move only when read: their tasks in
+ * flight finish, then shp_iter_next returns SHP_ECLOSED), lets the workers
+ * and the supervisor exit and reaps them. 0, -EINVAL (NULL, or the pool is
+ * not closed), -EDEADLK from a callback, or SHP_EBROKEN when the supervisor
+ * had died.
  */
 SHP_EXPORT int shp_pool_join(shp_pool *pool);
 
 /*
  * Stops the pool now: workers are killed, tasks not yet done complete with
- * SHP_ECANCELED, and later calls return SHP_ECLOSED. 0 or -EINVAL.
+ * SHP_ECANCELED, calls under way (asynchronous ones included, whose
+ * error callbacks run) return SHP_ECLOSED, and so do later calls and open
+ * iterators. 0, -EINVAL, or -EDEADLK from a callback.
  */
 SHP_EXPORT int shp_pool_terminate(shp_pool *pool);
 
-/* Terminates the pool if it still runs, then releases everything. NULL ok. */
+/* Terminates the pool if it still runs, then releases everything. Every
+ * handle and iterator of the pool must be freed first. NULL ok; from a
+ * callback it does nothing. */
 SHP_EXPORT void shp_pool_destroy(shp_pool *pool);
 
 /*
  * out[i] = fn(in[i]) for i in [0, n), in order. chunksize 0 chooses one.
  * Inputs and outputs that lie in shp_alloc() memory are used in place;
  * others are copied through the segment. status: NULL, or an array of n
- * per-task statuses: what the task returned (>= 0), or SHP_ECRASHED when its
- * worker died running it. Returns 0 when every task returned 0, SHP_ETASK when
- * some did not (see status; their out[i] holds what the task wrote), or a
+ * per-task statuses: what the task returned (>= 0; SHP_ETASK for a negative
+ * return), SHP_ECRASHED when its worker died running it, SHP_ETIMEDOUT
+ * (per-call deadline), SHP_ECANCELED (never ran: the call was cancelled or
+ * failed first). Returns 0 when every task returned 0, SHP_ETASK when
+ * some did not (see status; their out[i] holds what the task wrote, and is
+ * left as it was for a task that never returned, unless out lies in
+ * shp_alloc() memory, where it holds what the task wrote first), or a
  * negative error: -EINVAL (NULL pool or fn, a NULL buffer with a non-zero
- * size or a non-NULL one with a zero size, no output at all), -EOVERFLOW
- * (n * size overflows), SHP_ECLOSED, SHP_EBROKEN, SHP_ECORRUPT, -ENOMEM.
+ * size or a non-NULL one with a zero size, no output at all), -E2BIG (an
+ * element over 4 GiB), -EOVERFLOW (n * size overflows), SHP_ECLOSED,
+ * SHP_EBROKEN, SHP_ECORRUPT, -ENOMEM, -EDEADLK (from a callback, when the
+ * pool has no free call entry or slot block).
  */
 SHP_EXPORT int shp_map(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
                        size_t in_size, void *out, size_t out_size, size_t n,
@@ -121,6 +137,145 @@ SHP_EXPORT int shp_map(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
 /* One task. Returns its status (>= 0) or a negative error as shp_map. */
 SHP_EXPORT int shp_apply(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
                          size_t in_size, void *out, size_t out_size);
+
+/*
+ * Per-call options, for what the short forms do not say. Zero-initialised
+ * means the short forms' behaviour.
+ *
+ * Callbacks (asynchronous calls only) run in the pool's result thread, one
+ * thread of the caller's process that the pool starts with its first
+ * asynchronous call, once per call, after the results and statuses are
+ * stored and before shp_async_wait returns. A callback may submit new
+ * calls, synchronous ones included; it must not wait for another
+ * asynchronous call of the pool (shp_async_wait returns -EDEADLK), nor
+ * join or terminate it (-EDEADLK), and it should return quickly: it holds
+ * up every other call's callbacks.
+ */
+struct shp_call_options {
+	size_t chunksize;         /* tasks per descriptor; 0: automatic */
+	int64_t task_timeout_ns;  /* > 0: a task that runs longer has its
+	                           * worker killed (the pool replaces it) and
+	                           * gets SHP_ETIMEDOUT. Enforced to within an
+	                           * eighth of it, and no finer than 1 ms */
+	unsigned retries;         /* times a task whose worker died is re-run
+	                           * on another worker before it is reported
+	                           * SHP_ECRASHED; timed-out tasks are not */
+	int *wstatus;             /* NULL, or n ints: for each task reported
+	                           * SHP_ECRASHED or SHP_ETIMEDOUT, the wait
+	                           * status of its worker (WIFSIGNALED,
+	                           * WTERMSIG, WEXITSTATUS); 0 for the others */
+	void (*callback)(shp_async *h, void *arg);       /* result 0 */
+	void (*error_callback)(shp_async *h, int result, /* result != 0 */
+	                       void *arg);
+	void *callback_arg;
+};
+
+/* shp_map with options; opt NULL is shp_map with chunksize 0. */
+SHP_EXPORT int shp_map_opt(shp_pool *pool, shp_fn fn, void *ctx,
+                           const void *in, size_t in_size, void *out,
+                           size_t out_size, size_t n, int *status,
+                           const struct shp_call_options *opt);
+
+/*
+ * Asynchronous forms: the call is queued and *h returned at once (it starts
+ * when the pool has room for it). in, out, status and opt->wstatus must
+ * stay valid until the call is done; the input is read while the call
+ * runs. Arguments are checked as by shp_map, and then -EINVAL for a NULL h
+ * or a negative task_timeout_ns, SHP_ECLOSED, SHP_EBROKEN, -ENOMEM, -EAGAIN
+ * (the result thread could not be started). When the call fails to start,
+ * no callback is ever called and *h is NULL. A handle may be waited for,
+ * polled and cancelled from several threads; shp_async_free must be its
+ * last use.
+ */
+SHP_EXPORT int shp_map_async(shp_pool *pool, shp_fn fn, void *ctx,
+                             const void *in, size_t in_size, void *out,
+                             size_t out_size, size_t n, size_t chunksize,
+                             int *status, shp_async **h);
+SHP_EXPORT int shp_map_async_opt(shp_pool *pool, shp_fn fn, void *ctx,
+                                 const void *in, size_t in_size, void *out,
+                                 size_t out_size, size_t n, int *status,
+                                 const struct shp_call_options *opt,
+                                 shp_async **h);
+SHP_EXPORT int shp_apply_async(shp_pool *pool, shp_fn fn, void *ctx,
+                               const void *in, size_t in_size, void *out,
+                               size_t out_size, shp_async **h);
+
+/* Waits until the call is done and its callback has returned: 0,
+ * -ETIMEDOUT when timeout_ns passed first, -EINVAL (NULL), -EDEADLK (from a
+ * callback, for a call that is not done). */
+SHP_EXPORT int shp_async_wait(shp_async *h, int64_t timeout_ns);
+/* 1 when done (shp_async_wait would return at once), 0 if not, -EINVAL. */
+SHP_EXPORT int shp_async_ready(const shp_async *h);
+/* The call's result once done: as shp_map's return value (map_async), or
+ * as shp_apply's (apply_async: the task's status or a negative error);
+ * SHP_ECANCELED after shp_async_cancel took effect. -EBUSY while the call
+ * runs, -EINVAL for NULL. */
+SHP_EXPORT int shp_async_result(const shp_async *h);
+/* Tasks done so far and in all; lock-free, cheap enough to poll for a
+ * progress bar. 0 or -EINVAL. */
+SHP_EXPORT int shp_async_progress(const shp_async *h, size_t *done,
+                                  size_t *total);
+/* Cancels the tasks not yet started: they get SHP_ECANCELED without
+ * running; running ones finish. 0, -EALREADY when the call was already
+ * done (or its callback running) or cancelled, -EINVAL. The call still
+ * completes (wait for it). */
+SHP_EXPORT int shp_async_cancel(shp_async *h);
+/* Waits for the call if it still runs, then frees the handle. From the
+ * call's own callback, the handle is freed once the callback returns.
+ * NULL ok. */
+SHP_EXPORT void shp_async_free(shp_async *h);
+
+/*
+ * Streaming: results one at a time, in input order (shp_imap) or in
+ * completion order (shp_imap_unordered), with at most a bounded window of
+ * tasks in flight, so any n runs in constant memory. Tasks run ahead of the
+ * consumer only by that window: they are submitted as shp_iter_next takes
+ * results. Arguments are checked as by shp_map (out_size may be 0), then
+ * -EAGAIN when too many iterators are open on the pool (an iterator holds
+ * its window until freed: windows shrink from 192 tasks to 64 as
+ * iterators pile up; about 40 fit), -ENOMEM.
+ */
+SHP_EXPORT int shp_imap(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
+                        size_t in_size, size_t n, size_t out_size,
+                        size_t chunksize, shp_iter **it);
+SHP_EXPORT int shp_imap_unordered(shp_pool *pool, shp_fn fn, void *ctx,
+                                  const void *in, size_t in_size, size_t n,
+                                  size_t out_size, size_t chunksize,
+                                  shp_iter **it);
+
+#define SHP_UNORDERED 1u /* shp_imap_gen flags: completion order */
+
+/*
+ * The generator form's input source: writes the next input (in_size bytes;
+ * in is NULL when in_size is 0) and returns 1, returns 0 when there is no
+ * more input, or a negative error that ends the iteration (shp_iter_next
+ * returns it once the results before it are taken). Called by the thread in
+ * shp_iter_next, never ahead of the window: inputs of unknown length are
+ * never materialised.
+ */
+typedef int (*shp_gen_fn)(void *in, void *arg);
+
+/* imap over the inputs gen produces; flags 0 or SHP_UNORDERED; opt may be
+ * NULL (its callbacks and wstatus are not used by iterators). */
+SHP_EXPORT int shp_imap_gen(shp_pool *pool, shp_fn fn, void *ctx,
+                            shp_gen_fn gen, void *gen_arg, size_t in_size,
+                            size_t out_size, unsigned flags,
+                            const struct shp_call_options *opt,
+                            shp_iter **it);
+
+/*
+ * The next result: returns 1 and sets *index (the task's input position),
+ * *out (out_size bytes, valid until the next call on it; NULL when
+ * out_size is 0) and *status (as in shp_map); any of them may be NULL.
+ * Returns 0 when every result was taken; -ETIMEDOUT when timeout_ns passed
+ * first (call again to go on); SHP_ECLOSED when the pool was terminated or
+ * joined before the remaining tasks could run; SHP_EBROKEN, SHP_ECORRUPT;
+ * the generator's own negative error; -EINVAL for NULL it.
+ */
+SHP_EXPORT int shp_iter_next(shp_iter *it, size_t *index, const void **out,
+                             int *status, int64_t timeout_ns);
+/* Cancels what has not run, waits for running tasks, frees. NULL ok. */
+SHP_EXPORT void shp_iter_free(shp_iter *it);
 
 /*
  * Shared memory visible to every worker at the same address, 64-byte

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -162,6 +163,7 @@ int shp_pool_create(shp_pool **out, const struct shp_pool_options *opt)
 {
 	struct shp__layout l = { 0 };
 	struct shp_pool *pool;
+	pthread_condattr_t ca;
 	sigset_t all;
 	void *base;
 	int err;
@@ -197,6 +199,10 @@ int shp_pool_create(shp_pool **out, const struct shp_pool_options *opt)
 		goto fail_unmap;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&pool->async_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	pool->phase = SHP_PHASE_OPEN;
 	pool->zygote_status = -1;
 	pool->next_ticket = 1; /* ticket 0 would match a fresh slot's tag */
@@ -229,6 +235,7 @@ int shp_pool_create(shp_pool **out, const struct shp_pool_options *opt)
 	return 0;
 
 fail_arena:
+	pthread_cond_destroy(&pool->async_cond);
 	pthread_cond_destroy(&pool->cond);
 	pthread_mutex_destroy(&pool->lock);
 	shp__arena_fini(&pool->arena);
@@ -259,6 +266,7 @@ static void stop(struct shp_pool *pool, enum shp__pool_state how)
 	shp__ec_notify(&pool->hdr->work_ec);
 	for (unsigned i = 0; i < SHP_NCALLS; i++)
 		shp__ec_notify(&pool->calls[i].ec);
+	shp__kick_handler(pool);
 	reap_supervisor(pool, how == SHP_STATE_KILL);
 }
 
@@ -268,12 +276,15 @@ int shp_pool_join(shp_pool *pool)
 
 	if (!pool)
 		return -EINVAL;
+	if (shp__in_handler(pool))
+		return -EDEADLK;
 	pthread_mutex_lock(&pool->lock);
 	if (pool->phase == SHP_PHASE_OPEN) {
 		pthread_mutex_unlock(&pool->lock);
 		return -EINVAL;
 	}
-	while (pool->active_calls)
+	/* Asynchronous calls queued before close still run. */
+	while (pool->active_calls || pool->async_pending)
 		pthread_cond_wait(&pool->cond, &pool->lock);
 	if (pool->phase == SHP_PHASE_CLOSED) {
 		stop(pool, SHP_STATE_EXIT);
@@ -283,6 +294,7 @@ int shp_pool_join(shp_pool *pool)
 	    (pool->zygote_status > 0 && pool->phase != SHP_PHASE_TERMINATED))
 		err = SHP_EBROKEN;
 	pthread_mutex_unlock(&pool->lock);
+	shp__handler_stop(pool);
 	return err;
 }
 
@@ -290,6 +302,8 @@ int shp_pool_terminate(shp_pool *pool)
 {
 	if (!pool)
 		return -EINVAL;
+	if (shp__in_handler(pool))
+		return -EDEADLK;
 	pthread_mutex_lock(&pool->lock);
 	if (pool->phase != SHP_PHASE_JOINED &&
 	    pool->phase != SHP_PHASE_TERMINATED) {
@@ -301,20 +315,26 @@ int shp_pool_terminate(shp_pool *pool)
 		stop(pool, SHP_STATE_KILL);
 		pthread_mutex_lock(&pool->lock);
 		pthread_cond_broadcast(&pool->cond);
-		while (pool->active_calls)
+		/* The result thread fails its calls (their error callbacks
+		 * run) and the queued ones. */
+		while (pool->active_calls || pool->async_pending)
 			pthread_cond_wait(&pool->cond, &pool->lock);
 	}
 	pthread_mutex_unlock(&pool->lock);
+	shp__handler_stop(pool);
 	return 0;
 }
 
 void shp_pool_destroy(shp_pool *pool)
 {
-	if (!pool)
+	/* From a callback it would free what the result thread is using:
+	 * forbidden (documented), and refused rather than done. */
+	if (!pool || shp__in_handler(pool))
 		return;
 	shp_pool_terminate(pool);
 	munmap(pool->base, pool->map_size);
 	shp__arena_fini(&pool->arena);
+	pthread_cond_destroy(&pool->async_cond);
 	pthread_cond_destroy(&pool->cond);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->zy_pending);

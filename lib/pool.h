@@ -52,14 +52,27 @@ struct shp_pool {
 
 	/* Parent only, under lock. */
 	pthread_mutex_t lock;
-	pthread_cond_t cond;   /* a call, slot block or arena block freed */
+	pthread_cond_t cond;   /* a call, slot block, arena block or async
+	                        * handle freed or done */
 	enum shp__phase phase; /* read without the lock through SHP_LOAD */
-	unsigned active_calls;
+	unsigned active_calls; /* calls that join and terminate wait for */
+	unsigned iter_calls;   /* iterators: they move only when read */
 	uint64_t call_busy;    /* bit i: call entry i in use */
 	uint64_t slot_busy;    /* bit i: slot block i in use */
+	int64_t call_timeout[SHP_NCALLS]; /* task deadline of entry i's call */
 	uint64_t next_ticket;
 	struct shp__arena arena;
 	int zygote_status;     /* -1 until reaped */
+
+	/* The result thread (async.c), under lock. */
+	pthread_t handler;
+	bool handler_started;
+	bool handler_stop;
+	struct shp_async *async_head, *async_tail; /* queued, not started */
+	unsigned async_pending;  /* handles not yet done */
+	pthread_cond_t async_cond; /* a handle is done (CLOCK_MONOTONIC) */
+	uint32_t async_kick;     /* bumped (atomically) when the result
+	                          * thread has something new to look at */
 };
 _Static_assert(SHP_NCALLS == 64, "call_busy is one word");
 _Static_assert(SHP_NSLOTS / SHP_SLOT_BLOCK == 64, "slot_busy is one word");
@@ -76,5 +89,13 @@ bool shp__supervisor_alive(struct shp_pool *pool);
 
 /* Wakes the workers after descriptors were enqueued (N1 inside). */
 void shp__wake_workers(struct shp_pool *pool);
+
+/* lib/async.c: tells the result thread to look again (N1 inside). */
+void shp__kick_handler(struct shp_pool *pool);
+/* Whether the calling thread is the pool's result thread (a callback). */
+bool shp__in_handler(struct shp_pool *pool);
+/* Makes the result thread finish its calls and exit; joins it. Not from
+ * the result thread. */
+void shp__handler_stop(struct shp_pool *pool);
 
 #endif

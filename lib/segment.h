@@ -28,7 +28,7 @@
 #include "ring.h"
 
 #define SHP_MAGIC 0x31706f6f6c6d6873ull /* "shmpool1" */
-#define SHP_LAYOUT_VERSION 1u
+#define SHP_LAYOUT_VERSION 2u
 
 #define SHP_MAX_WORKERS 1024u
 #define SHP_MAX_CELLS (1u << 20)
@@ -78,6 +78,15 @@ struct shp__header {
 
 	/* Idle workers sleep here; producers notify after enqueueing. */
 	uint32_t work_ec SHP_ALIGNED;
+
+	/* The parent's result thread sleeps here for every asynchronous call
+	 * at once (call records with notify == SHP_NOTIFY_HANDLER). */
+	uint32_t handler_ec SHP_ALIGNED;
+
+	/* The supervisor's period, in ns: 100 ms, shorter while a call with a
+	 * task deadline runs. Written by the parent, read by the supervisor;
+	 * a wrong value only changes how often it looks. */
+	int64_t tick_ns;
 };
 
 /*
@@ -101,8 +110,11 @@ struct shp__worker {
 	struct shp__claim claim;
 	struct shp__task task;
 	uint64_t ntasks;
+	/* When the task in running started (CLOCK_MONOTONIC, system-wide):
+	 * stored, for calls with a task deadline only, before running (R4). */
+	int64_t started_ns;
 } SHP_ALIGNED;
-_Static_assert(sizeof(struct shp__worker) == SHP_CACHELINE, "one line each");
+_Static_assert(sizeof(struct shp__worker) == 2 * SHP_CACHELINE, "two lines");
 
 /* Where a task's input comes from and its output goes. */
 enum shp__io {
@@ -112,12 +124,24 @@ enum shp__io {
 	SHP_IO_INLINE = 3, /* in the task's result slot */
 };
 
+/* Which eventcount a worker notifies when it completes a task. */
+enum shp__notify {
+	SHP_NOTIFY_CALL = 0,    /* the record's own ec: a thread waits on it */
+	SHP_NOTIFY_HANDLER = 1, /* header.handler_ec: the result thread */
+};
+
 /*
  * Call record, one per call in progress. The parent fills it before it
  * enqueues the first descriptor of the call (published by R1 of the ring),
- * and changes nothing but wake_index and ec until the call is over, when
- * gen is bumped for the entry's next use. Workers and the supervisor only
- * read it, apart from ec.
+ * and changes nothing but wake_index, cancel and ec until the call is over,
+ * when gen is bumped for the entry's next use. A streaming call that has
+ * used up its tickets is re-based the same way: once nothing of it is in
+ * flight, gen is bumped and ticket_base moved. Workers and the supervisor
+ * only read it, apart from ec.
+ *
+ * cancel: 0 -> 1 by the parent (shp_async_cancel, shp_iter_free); a worker
+ * that takes a task of the call afterwards stores SHP_ECANCELED for it
+ * without running it.
  */
 struct shp__call {
 	uint32_t gen;
@@ -134,11 +158,15 @@ struct shp__call {
 	uint32_t in_size;
 	uint32_t out_size;
 
-	/* The parent sleeps here; a worker that completes a task with index
-	 * >= wake_index notifies (N2). */
+	/* The parent sleeps here (or on header.handler_ec, as notify says);
+	 * a worker that completes a task with index >= wake_index notifies
+	 * (N2). */
 	uint32_t ec SHP_ALIGNED;
-	uint32_t pad2;
+	uint32_t cancel;
 	uint64_t wake_index;
+	int64_t task_timeout_ns; /* > 0: the supervisor kills overdue tasks */
+	uint32_t retries;        /* re-runs of a task whose worker died */
+	uint8_t notify;          /* enum shp__notify */
 } SHP_ALIGNED;
 _Static_assert(sizeof(struct shp__call) == 2 * SHP_CACHELINE, "two lines");
 
@@ -151,8 +179,9 @@ _Static_assert(sizeof(struct shp__call) == 2 * SHP_CACHELINE, "two lines");
  *   ARMED(t)  the parent stored task t's input inline in the slot before
  *             enqueueing the task (only inline inputs arm a slot);
  *   DONE(t)   a worker stored status and output (R3), or the supervisor
- *             reported the task's worker dead (status SHP_ECRASHED, aux the
- *             signal or exit code).
+ *             reported the task's worker dead (status SHP_ECRASHED, or
+ *             SHP_ETIMEDOUT when it killed it for the call's deadline; aux
+ *             the worker's wait status).
  * Task t's slot goes from whatever its previous use left (an older ticket,
  * or zero in a fresh segment; tickets start at 1) or ARMED(t) to DONE(t),
  * moved by the worker running t, or by the supervisor once that worker is

@@ -19,23 +19,40 @@
 
 #include "pool.h"
 
-#define TICK_NS 100000000 /* caller-death check period */
+#define TICK_NS 100000000 /* caller-death check period, at most */
+
+/* A worker the supervisor killed because its task overran the call's
+ * deadline: which task it was running then. */
+struct kill_record {
+	uint64_t running; /* 0: not killed by us */
+	uint32_t call, gen;
+};
 
 struct sup {
 	struct shp_pool *pool;
 	unsigned npending; /* descriptors in pool->zy_pending */
 	unsigned nbusy;    /* dead workers whose claim is still ambiguous */
+	struct kill_record killed[SHP_MAX_WORKERS];
 };
 
-static int spawn(struct shp_pool *pool, unsigned idx)
+/* Times the task of each slot crashed its worker, for retries: a count is
+ * for the ticket beside it, and starts again for a new one. Private to the
+ * supervisor process. */
+static struct {
+	uint64_t ticket;
+	uint32_t count;
+} crashes[SHP_NSLOTS];
+
+static int spawn(struct sup *s, unsigned idx)
 {
-	struct shp__worker *w = &pool->workers[idx];
+	struct shp__worker *w = &s->pool->workers[idx];
 	pid_t pid = fork();
 
 	if (pid < 0)
 		return -errno;
 	if (pid == 0)
-		shp__worker_main(pool, idx);
+		shp__worker_main(s->pool, idx);
+	s->killed[idx].running = 0;
 	w->pid = pid;
 	SHP_STORE(w->life, SHP_LIFE_LIVE);
 	return 0;
@@ -71,16 +88,45 @@ static void flush_pending(struct sup *s)
 }
 
 /*
- * The dead worker owned chunk t: report the task it was running as crashed
- * and hand the tasks it had not started back to the ring.
+ * What becomes of the task the dead worker was running, slot index sidx,
+ * ticket: SHP_ETIMEDOUT if we killed it for its deadline; re-run (0) if we
+ * killed the worker for an earlier task, or the call allows another retry;
+ * SHP_ECRASHED otherwise.
  */
-static void salvage(struct sup *s, struct shp__worker *w, int wstatus)
+static int verdict(const struct kill_record *k, const struct shp__task *t,
+                   uint64_t running, uint32_t retries, uint32_t sidx,
+                   uint64_t ticket)
+{
+	if (k->running) {
+		if (k->running == running && k->call == t->call &&
+		    k->gen == t->gen)
+			return SHP_ETIMEDOUT;
+		return 0; /* innocent: its task had just begun */
+	}
+	if (crashes[sidx].ticket != ticket) {
+		crashes[sidx].ticket = ticket;
+		crashes[sidx].count = 0;
+	}
+	if (crashes[sidx].count < retries) {
+		crashes[sidx].count++;
+		return 0;
+	}
+	return SHP_ECRASHED;
+}
+
+/*
+ * The dead worker owned chunk t: report the task it was running as crashed
+ * (or timed out, or hand it back for a retry) and hand the tasks it had not
+ * started back to the ring.
+ */
+static void salvage(struct sup *s, unsigned idx, int wstatus)
 {
 	struct shp_pool *pool = s->pool;
+	struct shp__worker *w = &pool->workers[idx];
 	struct shp__task t = w->task;
 	struct shp__call *c;
 	uint64_t tb;
-	uint32_t base, window;
+	uint32_t base, window, retries, *ec;
 
 	if (t.call >= SHP_NCALLS)
 		return;
@@ -102,33 +148,84 @@ static void salvage(struct sup *s, struct shp__worker *w, int wstatus)
 	tb = SHP_LOAD(c->ticket_base);
 	base = SHP_LOAD(c->slot_base);
 	window = SHP_LOAD(c->window);
+	retries = SHP_LOAD(c->retries);
+	ec = SHP_LOAD(c->notify) == SHP_NOTIFY_HANDLER ? &pool->hdr->handler_ec
+	                                               : &c->ec;
 	cmm_smp_rmb(); /* the fields before gen again */
 	if (SHP_LOAD(c->gen) != t.gen || window == 0)
 		return;
 	for (uint64_t i = t.begin; i < t.end; i++) {
-		struct shp__slot *sl =
-			&pool->slots[(base + i % window) % SHP_NSLOTS];
+		uint32_t sidx = (base + i % window) % SHP_NSLOTS;
+		struct shp__slot *sl = &pool->slots[sidx];
 		uint64_t done = SHP_TAG(tb + i, SHP_SLOT_DONE);
 		uint64_t tag = SHP_LOAD(sl->tag);
+		int st;
 
 		/* Done: its slot says so, or already serves a later ticket
 		 * (the parent re-uses a slot only after taking the result,
 		 * and may have while this chunk was still running). */
 		if (tag == done || (tag >> 2) > tb + i)
 			continue;
-		if (SHP_LOAD(w->running) == i + 1) {
-			sl->status = SHP_ECRASHED;
-			sl->aux = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus)
-			                               : WEXITSTATUS(wstatus);
+		st = SHP_LOAD(w->running) == i + 1
+		             ? verdict(&s->killed[idx], &t, i + 1, retries,
+		                       sidx, tb + i)
+		             : 0;
+		if (st) {
+			sl->status = st;
+			sl->aux = wstatus;
 			/* R3' and N2: as in the worker. */
 			uatomic_xchg(&sl->tag, done);
-			shp__ec_notify(&c->ec);
+			shp__ec_notify(ec);
 			continue;
 		}
 		t.begin = i;
 		pool->zy_pending[s->npending++] = t;
 		break;
 	}
+}
+
+/*
+ * Kills the workers whose task overran its call's deadline. Returns how
+ * long until the next deadline, at most tick.
+ */
+static int64_t enforce_deadlines(struct sup *s, int64_t tick)
+{
+	struct shp_pool *pool = s->pool;
+	int64_t now = shp__now_ns(), next = tick;
+
+	for (unsigned i = 0; i < pool->nworkers; i++) {
+		struct shp__worker *w = &pool->workers[i];
+		uint64_t running;
+		struct shp__task t;
+		int64_t timeout, started, left;
+
+		if (w->life != SHP_LIFE_LIVE || s->killed[i].running)
+			continue;
+		running = SHP_LOAD(w->running);
+		if (!running)
+			continue;
+		/* A4: running before started_ns and the chunk; pairs with
+		 * R4 in the worker. */
+		cmm_smp_rmb();
+		started = SHP_LOAD(w->started_ns);
+		t = w->task;
+		cmm_smp_rmb(); /* and those before running again */
+		if (started == 0 || t.call >= SHP_NCALLS ||
+		    SHP_LOAD(w->running) != running)
+			continue; /* not a timed task, or it just ended */
+		timeout = SHP_LOAD(pool->calls[t.call].task_timeout_ns);
+		if (timeout <= 0)
+			continue;
+		left = started + timeout - now;
+		if (left > 0) {
+			if (left < next)
+				next = left;
+			continue;
+		}
+		s->killed[i] = (struct kill_record){ running, t.call, t.gen };
+		kill(w->pid, SIGKILL);
+	}
+	return next;
 }
 
 /* Returns false when the repair must wait (a live worker may own the cell
@@ -150,7 +247,7 @@ static bool repair(struct sup *s, unsigned idx, int wstatus)
 	case SHP_REPAIR_BUSY:
 		return false;
 	case SHP_REPAIR_TAKEN:
-		salvage(s, w, wstatus);
+		salvage(s, idx, wstatus);
 		shp__ring_release_claim(&w->claim);
 		break;
 	case SHP_REPAIR_NONE:
@@ -182,9 +279,9 @@ static unsigned live_workers(struct shp_pool *pool)
 
 void shp__supervisor_main(struct shp_pool *pool)
 {
-	struct sup s = { .pool = pool };
+	static struct sup s;
 	struct shp__header *h = pool->hdr;
-	struct timespec tick = { 0, TICK_NS };
+	struct timespec tick;
 	int wstatus[SHP_MAX_WORKERS];
 	bool dead[SHP_MAX_WORKERS] = { false };
 	sigset_t set;
@@ -197,8 +294,9 @@ void shp__supervisor_main(struct shp_pool *pool)
 	if (getppid() != pool->caller)
 		_exit(0);
 
+	s.pool = pool;
 	for (unsigned i = 0; i < pool->nworkers && !err; i++)
-		err = spawn(pool, i);
+		err = spawn(&s, i);
 	/* B1: the worker table before the boot word; pairs with the parent's
 	 * load of boot after its eventcount wait. */
 	cmm_smp_mb();
@@ -209,9 +307,15 @@ void shp__supervisor_main(struct shp_pool *pool)
 		shutdown_now(pool);
 
 	for (;;) {
+		int64_t period = SHP_LOAD(h->tick_ns);
 		pid_t pid;
 		int st;
 
+		if (period <= 0 || period > TICK_NS)
+			period = TICK_NS;
+		period = enforce_deadlines(&s, period);
+		tick.tv_sec = 0;
+		tick.tv_nsec = period;
 		sigtimedwait(&set, NULL, &tick);
 		if (getppid() != pool->caller)
 			shutdown_now(pool);
@@ -245,6 +349,6 @@ void shp__supervisor_main(struct shp_pool *pool)
 		/* Replace the dead, once what they held is repaired. */
 		for (unsigned i = 0; i < pool->nworkers; i++)
 			if (pool->workers[i].life == SHP_LIFE_FREE && !dead[i])
-				spawn(pool, i);
+				spawn(&s, i);
 	}
 }

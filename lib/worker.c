@@ -37,7 +37,10 @@ static void run_chunk(struct shp_pool *pool, struct shp__worker *me)
 	shp_fn fn;
 	void *ctx;
 	uint64_t tb;
-	uint32_t window, base;
+	uint32_t window, base, *ec, in_size, out_size;
+	uint64_t in_base, out_base;
+	uint8_t in_io, out_io;
+	bool timed;
 	alignas(16) unsigned char inbuf[SHP_SLOT_INLINE];
 
 	if (t.call >= SHP_NCALLS)
@@ -48,28 +51,64 @@ static void run_chunk(struct shp_pool *pool, struct shp__worker *me)
 	 * ended (possible only after repairs) is dropped. */
 	if (c->gen != t.gen)
 		return;
+	/* One snapshot of the record per chunk, checked: a task of another
+	 * call may have scribbled over it. A chunk that does not fit is
+	 * dropped; its caller sees its own record changed (SHP_ECORRUPT). */
 	fn = (shp_fn)(uintptr_t)c->fn;
 	ctx = (void *)(uintptr_t)c->ctx;
 	tb = c->ticket_base;
 	window = c->window;
 	base = c->slot_base;
+	in_io = c->in_io;
+	out_io = c->out_io;
+	in_base = c->in;
+	out_base = c->out;
+	in_size = c->in_size;
+	out_size = c->out_size;
+	if (window == 0 || window > SHP_NSLOTS || base > SHP_NSLOTS - window ||
+	    t.end <= t.begin || t.end - t.begin > window ||
+	    in_io > SHP_IO_INLINE || out_io > SHP_IO_INLINE ||
+	    (in_io == SHP_IO_INLINE && in_size > SHP_SLOT_INLINE) ||
+	    (out_io == SHP_IO_INLINE && out_size > SHP_SLOT_INLINE))
+		return;
+	timed = c->task_timeout_ns > 0;
+	ec = c->notify == SHP_NOTIFY_HANDLER ? &pool->hdr->handler_ec : &c->ec;
+	if (!timed && me->started_ns) {
+		/* Untimed from here on: no start the supervisor could
+		 * mistake for this chunk's. R4 as below. */
+		SHP_STORE(me->started_ns, 0);
+		cmm_smp_wmb();
+	}
 	for (uint64_t i = t.begin; i < t.end; i++) {
 		struct shp__slot *s = &pool->slots[base + i % window];
-		const void *in = io_ptr(c->in_io, c->in, c->in_size, i, window, s);
-		void *out = io_ptr(c->out_io, c->out, c->out_size, i, window, s);
+		const void *in = io_ptr(in_io, in_base, in_size, i, window, s);
+		void *out = io_ptr(out_io, out_base, out_size, i, window, s);
 		uint32_t seen;
 		int st;
 
-		if (c->in_io == SHP_IO_INLINE && c->out_io == SHP_IO_INLINE) {
+		if (in_io == SHP_IO_INLINE && out_io == SHP_IO_INLINE) {
 			/* Input and output share the slot's bytes. */
-			memcpy(inbuf, s->data, c->in_size);
+			memcpy(inbuf, s->data, in_size);
 			in = inbuf;
+		}
+		if (timed) {
+			SHP_STORE(me->started_ns, shp__now_ns());
+			/* R4: the start before running; pairs with A4 in
+			 * the supervisor, which so never sees a new running
+			 * with an older start (never kills early). */
+			cmm_smp_wmb();
 		}
 		SHP_STORE(me->running, i + 1);
 		SHP_FAULT(RUN_STARTED);
-		st = fn(in, out, ctx);
+		if (shp__likely(!SHP_LOAD(c->cancel))) {
+			st = fn(in, out, ctx);
+			if (st < 0)
+				st = SHP_ETASK;
+		} else {
+			st = SHP_ECANCELED;
+		}
 		SHP_FAULT(RUN_RETURNED);
-		s->status = st < 0 ? SHP_ETASK : st;
+		s->status = st;
 		s->aux = 0;
 		SHP_FAULT(RUN_STATUS);
 		/* R3 + N2: the output and status before DONE, and DONE before
@@ -81,14 +120,14 @@ static void run_chunk(struct shp_pool *pool, struct shp__worker *me)
 		SHP_STORE(me->running, 0);
 		SHP_FAULT(RUN_CLEARED);
 		me->ntasks++;
-		seen = SHP_LOAD(c->ec);
+		seen = SHP_LOAD(*ec);
 		if (seen & SHP_EC_SLEEPERS) {
 			/* wake_index was stored before the parent set SLEEPERS
 			 * (its CAS is a full barrier): load it after ec. */
 			cmm_smp_rmb();
 			if (i >= SHP_LOAD(c->wake_index)) {
 				SHP_FAULT(RUN_NOTIFYING);
-				shp__ec_wake_slow(&c->ec, seen);
+				shp__ec_wake_slow(ec, seen);
 				SHP_FAULT(RUN_NOTIFIED);
 			}
 		}

@@ -753,6 +753,7 @@ enum scribble {
 	OTHER_STATUS,     /* task 0: task 1's status, once task 1 is DONE */
 	HEADER,           /* task 0: magic, sizes, offsets, boot, work_ec */
 	STATE_WORD,       /* task 0: the pool state word, to KILL */
+	CALL_RECORD,      /* task 0: its call's window and slot base */
 };
 
 enum garbage {
@@ -928,7 +929,34 @@ static int scribbler(const void *in, void *out, void *ctx)
 		__atomic_fetch_add(&v->scribbled, 1, __ATOMIC_SEQ_CST);
 		sleep_ms(3000); /* the supervisor kills us first */
 		break;
+	case CALL_RECORD:
+		break; /* in record_scribbler */
 	}
+	return 0;
+}
+
+/* CALL_RECORD: task 0 breaks its call's window and slot base (no task of
+ * the call may read them after that, as scribbler does). */
+static int record_scribbler(const void *in, void *out, void *ctx)
+{
+	struct seg_view *v = ctx;
+	struct shp__call *rec = &v->calls[v->call_idx];
+	int i = *(const int *)in;
+	int64_t until = now_ns() + slack(5000 * MS);
+
+	*(int *)out = 7 * i + 1;
+	if (i != 0) {
+		/* A task taken before the scribble runs from the record as
+		 * it was; let none finish before it. */
+		while (!__atomic_load_n(&v->scribbled, __ATOMIC_SEQ_CST) &&
+		       now_ns() < until)
+			;
+		return 0;
+	}
+	/* What every worker reads to find the call's slots. */
+	__atomic_store_n(&rec->window, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&rec->slot_base, 0xfffffff0u, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&v->scribbled, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
@@ -960,7 +988,8 @@ static int scribble_map(shp_pool *p, struct seg_view *v, size_t n, int *out,
 		out[i] = -1;
 		st[i] = STATUS_UNSET;
 	}
-	r = shp_map(p, scribbler, v, in, sizeof(int), out, sizeof(int), n, 1, st);
+	r = shp_map(p, v->what == CALL_RECORD ? record_scribbler : scribbler, v,
+	            in, sizeof(int), out, sizeof(int), n, 1, st);
 	if (ns)
 		*ns = now_ns() - t0;
 	free(in);
@@ -1229,6 +1258,38 @@ Test(failure, state_word_scribble_breaks_the_pool_cleanly, .timeout = 20)
 	cr_expect_eq(alive_after(w, 2, 1000), 0);
 	cr_expect_eq(shp_pool_close(p), 0);
 	cr_expect_eq(shp_pool_join(p), SHP_EBROKEN);
+	destroy_clean(p);
+}
+
+Test(failure, call_record_scribble_is_corruption, .timeout = 20)
+{
+	struct seg_view *v;
+	shp_pool *p = scribble_pool(&v, CALL_RECORD);
+	int out[SN], st[SN];
+	pid_t before[8], after[8];
+	int64_t ns;
+
+	/* Workers check the record before they use it and drop the chunks
+	 * that do not fit (no worker dies of it); the caller finds its
+	 * record changed at its next wait slice. */
+	cr_assert_eq(proc_children(p->zygote, before, 8), 2);
+	cr_expect_eq(scribble_map(p, v, SN, out, st, &ns), SHP_ECORRUPT);
+	cr_expect_lt(ns, slack(2000 * MS));
+	cr_expect_eq(v->scribbled, 1);
+	/* Results done before the failure are delivered: task 0, and task
+	 * 1 if the other worker took it before the scribble (it waits for
+	 * the scribble, so it is the only one that can have). */
+	cr_expect_eq(st[0], 0);
+	cr_expect_eq(out[0], 1);
+	cr_expect(st[1] == SHP_ECANCELED || (st[1] == 0 && out[1] == 8),
+	          "task 1: status %d, out %d", st[1], out[1]);
+	for (int i = 2; i < SN; i++)
+		cr_expect_eq(st[i], SHP_ECANCELED, "status[%d] = %d", i, st[i]);
+	cr_assert_eq(proc_children(p->zygote, after, 8), 2);
+	cr_expect(before[0] == after[0] && before[1] == after[1],
+	          "a worker died of the scribbled record: %d %d, then %d %d",
+	          before[0], before[1], after[0], after[1]);
+	expect_map_correct(p, 5000, "after the call record scribble");
 	destroy_clean(p);
 }
 
