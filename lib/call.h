@@ -66,6 +66,7 @@ struct call {
 	bool any_failed;
 	bool begun;
 	int64_t next_check; /* when the ring-room poll checks the supervisor */
+	unsigned stalls;    /* wait slices in a row that found the pool idle */
 };
 
 #define SHP_FORM_ITER 1u /* results through an iterator: no out array */
@@ -123,9 +124,14 @@ bool shp__call_ready(const struct call *c);
  */
 int shp__call_wait(struct call *c, int64_t deadline);
 
-/* Whether the call record in the segment still says what the call wrote
- * there: 0, or SHP_ECORRUPT (a task overwrote it). */
-int shp__call_check(const struct call *c);
+/*
+ * After a wait slice without a result: whether the call can still
+ * complete. 0, or SHP_ECORRUPT when the call record in the segment no
+ * longer says what the call wrote there, or when, two slices in a row,
+ * nothing in the pool could complete the tasks the call waits for (a task
+ * rewound their tags).
+ */
+int shp__call_check(struct call *c);
 
 /* Stops submitting: running and queued tasks finish (the workers store
  * SHP_ECANCELED for queued ones), the tasks never submitted are cancelled

@@ -571,6 +571,7 @@ static int read_result(struct call *c, uint64_t i, void *dst, int *status)
 		                        : 0;
 	*status = st;
 	c->any_failed |= st != 0;
+	c->stalls = 0;
 	return 0;
 }
 
@@ -748,7 +749,34 @@ int shp__call_wait(struct call *c, int64_t deadline)
 	return 0;
 }
 
-int shp__call_check(const struct call *c)
+/*
+ * Whether nothing in the pool holds a descriptor that could still complete
+ * a task: none prepared by the call, none in the ring, none in the
+ * supervisor's backlog, no worker dead and not yet replaced, none inside a
+ * dequeue or a chunk. The order matters: a descriptor that leaves the ring
+ * after the count was read is in its worker's claim (stored before the
+ * CAS that took it) by the time the workers are read.
+ */
+static bool pool_idle(const struct call *c)
+{
+	struct shp_pool *pool = c->pool;
+
+	if (c->npending || shp__ring_count(pool->ring) ||
+	    SHP_LOAD(pool->hdr->backlog))
+		return false;
+	cmm_smp_rmb(); /* the ring and the backlog before the workers */
+	for (unsigned k = 0; k < pool->nworkers; k++) {
+		const struct shp__worker *w = &pool->workers[k];
+
+		if (SHP_LOAD(w->life) != SHP_LIFE_LIVE ||
+		    SHP_LOAD(w->claim.pos) != SHP_CLAIM_NONE ||
+		    SHP_LOAD(w->claim.held) || SHP_LOAD(w->running))
+			return false;
+	}
+	return true;
+}
+
+int shp__call_check(struct call *c)
 {
 	const struct shp__call *r = c->rec;
 	uint64_t in = (uintptr_t)(c->in_io == SHP_IO_STAGED ? c->in_stage
@@ -765,7 +793,14 @@ int shp__call_check(const struct call *c)
 	    r->task_timeout_ns != c->task_timeout_ns ||
 	    r->retries != c->retries)
 		return SHP_ECORRUPT;
-	return 0;
+	/* Idle twice in a row, a slice apart, with no result taken between
+	 * (read_result resets the count): what the call waits for was done
+	 * and its tag rewound, so it will never come. */
+	if (!pool_idle(c)) {
+		c->stalls = 0;
+		return 0;
+	}
+	return ++c->stalls >= 2 ? SHP_ECORRUPT : 0;
 }
 
 void shp__call_cancel(struct call *c)

@@ -87,6 +87,10 @@ struct shp__header {
 	 * task deadline runs. Written by the parent, read by the supervisor;
 	 * a wrong value only changes how often it looks. */
 	int64_t tick_ns;
+
+	/* Descriptors the supervisor holds back for want of ring room (its
+	 * re-enqueue backlog), published for the caller's stall check. */
+	uint32_t backlog;
 };
 
 /*

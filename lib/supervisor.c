@@ -339,6 +339,10 @@ void shp__supervisor_main(struct shp_pool *pool)
 			s.nbusy--;
 		}
 		flush_pending(&s);
+		/* Before any replacement is forked: a caller that sees every
+		 * worker live and no backlog knows nothing is held here. */
+		SHP_STORE(h->backlog, s.npending);
+		cmm_smp_wmb();
 
 		if (SHP_LOAD(h->state) == SHP_STATE_EXIT) {
 			if (live_workers(pool) == 0)

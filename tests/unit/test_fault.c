@@ -32,12 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fault.h"
 #include "procfs.h"
 #include "shmpool.h"
+#include "util.h"
 
 #define N 5000
 #define NWORKERS 2
@@ -45,15 +45,7 @@
 #define UNSET_STATUS 12345
 #define WATCHDOG_S 55
 
-/* A hang must fail its test even if Criterion's .timeout does not fire
- * (seen with tests in parallel): the default SIGALRM action kills the test
- * process. Pool processes are forks and do not inherit the alarm. */
-static void watchdog(void)
-{
-	alarm(WATCHDOG_S);
-}
-
-TestSuite(fault, .init = watchdog);
+WATCHDOG_SUITE(fault, WATCHDOG_S);
 
 enum io { IO_INLINE, IO_DIRECT, IO_STAGED };
 static const char *const io_names[] = { "inline", "direct", "staged" };
@@ -77,21 +69,6 @@ struct job {
 	int *status;
 	char what[96];  /* the case, for messages */
 };
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
-}
 
 static uint64_t expected(uint64_t x)
 {

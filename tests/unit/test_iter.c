@@ -22,29 +22,15 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "procfs.h"
 #include "shmpool.h"
+#include "util.h"
 
-#define MS ((int64_t)1000000)
 /* Tasks an iterator may have in flight, and inputs a generator may have
  * produced, beyond the results taken so far. */
 #define IN_FLIGHT_BOUND 4096
-
-/* Time bounds stretch under valgrind (make check-valgrind sets
- * SHP_TEST_SCALE). */
-static int64_t slack(int64_t ns)
-{
-	return getenv("SHP_TEST_SCALE") ? 25 * ns : ns;
-}
-
-/* Task durations that timing assertions rest on, in ms, likewise. */
-static long stretch_ms(long ms)
-{
-	return (long)(slack(ms * MS) / MS);
-}
 
 /* Task counts shrink under valgrind. */
 static size_t scaled(size_t n)
@@ -56,71 +42,9 @@ static size_t scaled(size_t n)
 	return n;
 }
 
-/*
- * Every test bounds its own run with alarm(): a hang must fail the test,
- * and Criterion's .timeout was seen not to fire when tests run in parallel.
- * Workers are forks and do not inherit the alarm.
- */
 #define WATCHDOG_S 90
 
-static void watchdog(void)
-{
-	alarm((unsigned)(slack(WATCHDOG_S * 1000 * MS) / (1000 * MS)));
-}
-
-TestSuite(iter, .init = watchdog);
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static void spin_ns(long ns)
-{
-	int64_t until = now_ns() + ns;
-
-	while (now_ns() < until)
-		;
-}
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	return x;
-}
-
-static shp_pool *pool_of(unsigned workers)
-{
-	struct shp_pool_options o = { .workers = workers };
-	shp_pool *p = NULL;
-
-	cr_assert_eq(shp_pool_create(&p, &o), 0);
-	return p;
-}
-
-/* Memory every process of a pool created after this call shares. */
-static void *shared_map(size_t size)
-{
-	void *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
-	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(m, MAP_FAILED);
-	memset(m, 0, size);
-	return m;
-}
+WATCHDOG_SUITE(iter, (unsigned)stretch_ms(WATCHDOG_S * 1000) / 1000);
 
 static uint64_t *iota64(size_t n)
 {
@@ -146,17 +70,6 @@ static long vm_rss_kib(void)
 	fclose(f);
 	cr_assert_gt(kib, 0, "no VmRSS in /proc/self/status");
 	return kib;
-}
-
-/* Destroys the pool and checks that nothing of it is left. */
-static void destroy_clean(shp_pool *p)
-{
-	pid_t kids[64];
-
-	shp_pool_destroy(p);
-	cr_expect_eq(proc_descendants(getpid(), kids, 64), 0,
-	             "shp_pool_destroy left a process");
-	cr_expect_eq(devshm_count(getpid()), 0, "an object was left in /dev/shm");
 }
 
 /*
@@ -228,18 +141,9 @@ static void drain_unordered(shp_iter *it, size_t n, uint64_t (*want)(uint64_t),
 
 /* ================================================ 1. order and values */
 
-static int cube(const void *in, void *out, void *ctx)
-{
-	long x = *(const long *)in;
-
-	(void)ctx;
-	*(long *)out = x * x * x;
-	return 0;
-}
-
 Test(iter, seed_cube_imap, .timeout = 20)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	const long in[6] = { 1, 2, 3, 4, 5, 6 };
 	const long want[6] = { 1, 8, 27, 64, 125, 216 };
 	shp_iter *it = NULL;
@@ -308,10 +212,16 @@ static int jittery(const void *in, void *out, void *ctx)
 	return 0;
 }
 
-Test(iter, imap_keeps_input_order_under_random_durations, .timeout = 60)
+/*
+ * An imap (unordered: an imap_unordered) of jittery over inputs 0 .. n-1 at
+ * chunksizes 1, 0 and 16, each read to the end by drain_ordered (or
+ * drain_unordered). Returns how many times a task finished before the task
+ * of the index below it, over the three.
+ */
+static size_t jittery_maps(size_t n, bool unordered)
 {
-	const size_t n = 20000, chunks[3] = { 1, 0, 16 };
-	shp_pool *p = pool_of(2);
+	const size_t chunks[3] = { 1, 0, 16 };
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n);
 	struct order *o = shp_alloc(p, sizeof(*o));
 	size_t inversions = 0;
@@ -323,52 +233,44 @@ Test(iter, imap_keeps_input_order_under_random_durations, .timeout = 60)
 		shp_iter *it = NULL;
 		char what[32];
 
-		snprintf(what, sizeof(what), "chunksize %zu", chunks[c]);
+		snprintf(what, sizeof(what), "%schunksize %zu",
+		         unordered ? "unordered " : "", chunks[c]);
 		o->counter = 0;
-		cr_assert_eq(shp_imap(p, jittery, o, in, sizeof(uint64_t), n,
-		                      sizeof(uint64_t), chunks[c], &it), 0);
-		drain_ordered(it, n, jitter_want, what);
+		if (unordered) {
+			cr_assert_eq(shp_imap_unordered(p, jittery, o, in,
+			                                sizeof(uint64_t), n,
+			                                sizeof(uint64_t), chunks[c],
+			                                &it), 0);
+			drain_unordered(it, n, jitter_want, what);
+		} else {
+			cr_assert_eq(shp_imap(p, jittery, o, in, sizeof(uint64_t),
+			                      n, sizeof(uint64_t), chunks[c], &it),
+			             0);
+			drain_ordered(it, n, jitter_want, what);
+		}
 		shp_iter_free(it);
 		cr_expect_eq(o->counter, n, "%s: %" PRIu64 " tasks ran", what,
 		             o->counter);
 		for (size_t i = 1; i < n; i++)
 			inversions += o->rank[i] < o->rank[i - 1];
 	}
-	/* The test means something only if tasks finished out of order. */
-	cr_expect_gt(inversions, 0, "no task ever finished out of order");
 	shp_free(p, o->rank);
 	shp_free(p, o);
 	free(in);
 	destroy_clean(p);
+	return inversions;
+}
+
+Test(iter, imap_keeps_input_order_under_random_durations, .timeout = 60)
+{
+	/* The test means something only if tasks finished out of order. */
+	cr_expect_gt(jittery_maps(20000, false), 0,
+	             "no task ever finished out of order");
 }
 
 Test(iter, imap_unordered_yields_each_index_once, .timeout = 60)
 {
-	const size_t n = 20000, chunks[3] = { 1, 0, 16 };
-	shp_pool *p = pool_of(2);
-	uint64_t *in = iota64(n);
-	struct order *o = shp_alloc(p, sizeof(*o));
-
-	cr_assert_not_null(o);
-	o->rank = shp_alloc(p, n * sizeof(uint64_t));
-	cr_assert_not_null(o->rank);
-	for (int c = 0; c < 3; c++) {
-		shp_iter *it = NULL;
-		char what[32];
-
-		snprintf(what, sizeof(what), "unordered chunksize %zu", chunks[c]);
-		o->counter = 0;
-		cr_assert_eq(shp_imap_unordered(p, jittery, o, in,
-		                                sizeof(uint64_t), n,
-		                                sizeof(uint64_t), chunks[c], &it),
-		             0);
-		drain_unordered(it, n, jitter_want, what);
-		shp_iter_free(it);
-		cr_expect_eq(o->counter, n, "%s: %" PRIu64 " tasks ran", what,
-		             o->counter);
-	}
-	free(in);
-	destroy_clean(p);
+	jittery_maps(20000, true);
 }
 
 static uint64_t square_plus_one(uint64_t x)
@@ -422,7 +324,7 @@ static void expect_completion_order(shp_iter *it, size_t n, const char *what)
 Test(iter, imap_unordered_follows_completion_order, .timeout = 20)
 {
 	const size_t n = 64;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n);
 	shp_iter *it = NULL;
 
@@ -513,6 +415,25 @@ static int count_gen(void *in, void *arg)
 }
 
 /*
+ * Unless *end: takes the next result of it, waiting for it. Returns 1 with a
+ * result; else it ended, which must be the end (0), and *end is set.
+ */
+static int next_until_end(shp_iter *it, bool *end, size_t *idx,
+                          const void **out, int *st, const char *name)
+{
+	int r;
+
+	if (*end)
+		return 0;
+	r = shp_iter_next(it, idx, out, st, -1);
+	if (r == 1)
+		return 1;
+	cr_expect_eq(r, 0, "%s ended with %d", name, r);
+	*end = true;
+	return 0;
+}
+
+/*
  * Three iterators of one pool, all open before any result is read, read in
  * turn: an ordered imap, an imap_unordered and an imap_gen (its length
  * unknown). Each is read only by this thread, so none may wait for another
@@ -520,7 +441,7 @@ static int count_gen(void *in, void *arg)
  */
 static void three_iterators(size_t n)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	long *a_in = malloc(n * sizeof(long));
 	uint64_t *b_in = iota64(n);
 	struct counter g = { .n = n };
@@ -543,49 +464,31 @@ static void three_iterators(size_t n)
 	while (!a_end || !b_end || !c_end) {
 		size_t idx;
 		const void *out;
-		int st, r;
+		int st;
 
-		if (!a_end) {
-			r = shp_iter_next(a, &idx, &out, &st, -1);
-			if (r == 1) {
-				long x = (long)ka - 5000;
+		if (next_until_end(a, &a_end, &idx, &out, &st, "a")) {
+			long x = (long)ka - 5000;
 
-				cr_assert_eq(idx, ka);
-				cr_assert_eq(*(const long *)out, x * x * x,
-				             "a: result %zu", ka);
-				cr_assert_eq(st, 0);
-				ka++;
-			} else {
-				cr_expect_eq(r, 0, "a ended with %d", r);
-				a_end = true;
-			}
+			cr_assert_eq(idx, ka);
+			cr_assert_eq(*(const long *)out, x * x * x, "a: result %zu",
+			             ka);
+			cr_assert_eq(st, 0);
+			ka++;
 		}
-		if (!b_end) {
-			r = shp_iter_next(b, &idx, &out, &st, -1);
-			if (r == 1) {
-				cr_assert_lt(idx, n);
-				cr_assert_eq(b_seen[idx], 0, "b: %zu twice", idx);
-				b_seen[idx] = 1;
-				cr_assert_eq(*(const uint64_t *)out, 2 * idx);
-				cr_assert_eq(st, 0);
-				kb++;
-			} else {
-				cr_expect_eq(r, 0, "b ended with %d", r);
-				b_end = true;
-			}
+		if (next_until_end(b, &b_end, &idx, &out, &st, "b")) {
+			cr_assert_lt(idx, n);
+			cr_assert_eq(b_seen[idx], 0, "b: %zu twice", idx);
+			b_seen[idx] = 1;
+			cr_assert_eq(*(const uint64_t *)out, 2 * idx);
+			cr_assert_eq(st, 0);
+			kb++;
 		}
-		if (!c_end) {
-			r = shp_iter_next(c, &idx, &out, &st, -1);
-			if (r == 1) {
-				cr_assert_eq(idx, kc);
-				cr_assert_eq(*(const uint64_t *)out, 2 * kc + 1,
-				             "c: result %zu", kc);
-				cr_assert_eq(st, 0);
-				kc++;
-			} else {
-				cr_expect_eq(r, 0, "c ended with %d", r);
-				c_end = true;
-			}
+		if (next_until_end(c, &c_end, &idx, &out, &st, "c")) {
+			cr_assert_eq(idx, kc);
+			cr_assert_eq(*(const uint64_t *)out, 2 * kc + 1,
+			             "c: result %zu", kc);
+			cr_assert_eq(st, 0);
+			kc++;
 		}
 	}
 	cr_expect_eq(ka, n);
@@ -618,7 +521,7 @@ Test(iter, three_iterators_open_at_once, .timeout = 30)
 Test(iter, map_while_iterators_are_open, .timeout = 30)
 {
 	const size_t n = 100000, m = 10000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n), *out = malloc(m * sizeof(uint64_t));
 	uint64_t x = 21, y = 0;
 	shp_iter *a = NULL, *b = NULL;
@@ -660,7 +563,7 @@ Test(iter, map_while_iterators_are_open, .timeout = 30)
 Test(iter, many_iterators_open_at_once, .timeout = 60)
 {
 	const size_t n = 100000, m = 10000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n), *out = malloc(m * sizeof(uint64_t));
 	static shp_iter *its[MANY_MAX];
 	size_t open = 0, idx;
@@ -715,7 +618,7 @@ Test(iter, many_iterators_open_at_once, .timeout = 60)
 Test(iter, imap_over_arena_inputs, .timeout = 20)
 {
 	const size_t n = 30000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = shp_alloc(p, n * sizeof(uint64_t));
 	shp_iter *it = NULL;
 
@@ -820,7 +723,7 @@ static int status_mod5(const void *in, void *out, void *ctx)
 Test(iter, out_size_zero_gives_null_and_statuses, .timeout = 20)
 {
 	const size_t n = 1000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n);
 	unsigned char seen[1000] = { 0 };
 	static const int sentinel = 7;
@@ -879,7 +782,7 @@ static uint64_t forty_two(uint64_t x)
 
 Test(iter, in_size_zero_gives_null_input, .timeout = 20)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	shp_iter *it = NULL;
 
 	cr_assert_eq(shp_imap(p, no_input, NULL, NULL, 0, 100, sizeof(uint64_t),
@@ -891,7 +794,7 @@ Test(iter, in_size_zero_gives_null_input, .timeout = 20)
 
 Test(iter, n_zero_ends_at_once, .timeout = 20)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t in[1] = { 3 };
 	shp_iter *it = NULL;
 	size_t idx;
@@ -910,19 +813,6 @@ Test(iter, n_zero_ends_at_once, .timeout = 20)
 	destroy_clean(p);
 }
 
-static int fail_some(const void *in, void *out, void *ctx)
-{
-	int x = *(const int *)in;
-
-	(void)ctx;
-	*(int *)out = x + 1;
-	if (x % 5 == 0)
-		return x % 7 + 1;
-	if (x % 11 == 0)
-		return -3; /* negative: reported as SHP_ETASK */
-	return 0;
-}
-
 static int fail_some_want(int i)
 {
 	return i % 5 == 0 ? i % 7 + 1 : i % 11 == 0 ? SHP_ETASK : 0;
@@ -931,7 +821,7 @@ static int fail_some_want(int i)
 Test(iter, task_failures_give_statuses_and_iteration_goes_on, .timeout = 20)
 {
 	const size_t n = 1000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	int in[1000];
 	unsigned char seen[1000] = { 0 };
 	shp_iter *it = NULL;
@@ -968,22 +858,9 @@ Test(iter, task_failures_give_statuses_and_iteration_goes_on, .timeout = 20)
 	destroy_clean(p);
 }
 
-static int crash_on_five(const void *in, void *out, void *ctx)
-{
-	int x = *(const int *)in;
-
-	(void)ctx;
-	if (x == 5)
-		abort(); /* not SIGSEGV: ASan would turn that into exit(1) */
-	if (x == 9)
-		_exit(3);
-	*(int *)out = x * 10;
-	return 0;
-}
-
 Test(iter, crashed_task_reports_crashed_and_iteration_goes_on, .timeout = 30)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	int in[40];
 	shp_iter *it = NULL;
 	size_t idx, k;
@@ -1032,7 +909,7 @@ Test(iter, next_times_out_and_the_iterator_recovers, .timeout = 20)
 	 * other worker meanwhile. */
 	const uint64_t in[4] = { (uint64_t)stretch_ms(300), 0, 0,
 	                         (uint64_t)stretch_ms(600) };
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	shp_iter *it = NULL;
 	size_t idx = SIZE_MAX;
 	const void *out = NULL;
@@ -1083,7 +960,7 @@ Test(iter, next_times_out_and_the_iterator_recovers, .timeout = 20)
 Test(iter, unordered_next_times_out_and_recovers, .timeout = 20)
 {
 	const uint64_t in[2] = { (uint64_t)stretch_ms(300), 0 };
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	shp_iter *it = NULL;
 	size_t idx = SIZE_MAX;
 	const void *out = NULL;
@@ -1117,7 +994,7 @@ Test(iter, gen_ten_million_in_order_in_constant_memory, .timeout = 80)
 {
 	const size_t n = scaled(10000000);
 	const size_t sample = n / 10 < 100000 ? n / 10 : 100000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	struct counter g = { .n = n };
 	shp_iter *it = NULL;
 	size_t idx = 0, k = 0, bad = 0, bad_at = 0, ahead = 0, bad_idx = 0;
@@ -1163,27 +1040,40 @@ Test(iter, gen_ten_million_in_order_in_constant_memory, .timeout = 80)
 	destroy_clean(p);
 }
 
-Test(iter, gen_unordered_each_index_once, .timeout = 60)
+/*
+ * An imap_gen of odd64 over inputs 0 .. n-1 (count_gen), with flags and
+ * opt, read to the end by drain_ordered, or by drain_unordered for
+ * SHP_UNORDERED. Returns the inputs the generator gave.
+ */
+static uint64_t drain_odd_gen(shp_pool *p, size_t n, unsigned flags,
+                              const struct shp_call_options *opt,
+                              const char *what)
 {
-	const size_t n = 100000;
-	shp_pool *p = pool_of(2);
 	struct counter g = { .n = n };
-	struct shp_call_options opt = { .chunksize = 7 };
 	shp_iter *it = NULL;
 
 	cr_assert_eq(shp_imap_gen(p, odd64, NULL, count_gen, &g,
-	                          sizeof(uint64_t), sizeof(uint64_t),
-	                          SHP_UNORDERED, NULL, &it), 0);
-	drain_unordered(it, n, odd_want, "gen unordered");
+	                          sizeof(uint64_t), sizeof(uint64_t), flags, opt,
+	                          &it), 0);
+	if (flags & SHP_UNORDERED)
+		drain_unordered(it, n, odd_want, what);
+	else
+		drain_ordered(it, n, odd_want, what);
 	shp_iter_free(it);
-	cr_expect_eq(g.next, n);
+	return g.next;
+}
 
-	g = (struct counter){ .n = n };
-	cr_assert_eq(shp_imap_gen(p, odd64, NULL, count_gen, &g,
-	                          sizeof(uint64_t), sizeof(uint64_t),
-	                          SHP_UNORDERED, &opt, &it), 0);
-	drain_unordered(it, n, odd_want, "gen unordered, chunksize 7");
-	shp_iter_free(it);
+Test(iter, gen_unordered_each_index_once, .timeout = 60)
+{
+	const size_t n = 100000;
+	shp_pool *p = pool_of(2, 0);
+	struct counter g;
+	struct shp_call_options opt = { .chunksize = 7 };
+	shp_iter *it = NULL;
+
+	cr_expect_eq(drain_odd_gen(p, n, SHP_UNORDERED, NULL, "gen unordered"),
+	             n);
+	drain_odd_gen(p, n, SHP_UNORDERED, &opt, "gen unordered, chunksize 7");
 
 	/* Completion order: the slow task 0 is not first. */
 	g = (struct counter){ .n = 64 };
@@ -1198,17 +1088,10 @@ Test(iter, gen_unordered_each_index_once, .timeout = 60)
 
 Test(iter, gen_ordered_with_options, .timeout = 30)
 {
-	const size_t n = 50000;
-	shp_pool *p = pool_of(2);
-	struct counter g = { .n = n };
+	shp_pool *p = pool_of(2, 0);
 	struct shp_call_options opt = { .chunksize = 5 };
-	shp_iter *it = NULL;
 
-	cr_assert_eq(shp_imap_gen(p, odd64, NULL, count_gen, &g,
-	                          sizeof(uint64_t), sizeof(uint64_t), 0, &opt,
-	                          &it), 0);
-	drain_ordered(it, n, odd_want, "gen chunksize 5");
-	shp_iter_free(it);
+	drain_odd_gen(p, 50000, 0, &opt, "gen chunksize 5");
 	destroy_clean(p);
 }
 
@@ -1223,7 +1106,7 @@ static int count_runs(const void *in, void *out, void *ctx)
 Test(iter, gen_empty_ends_at_once, .timeout = 20)
 {
 	uint64_t *runs = shared_map(sizeof(uint64_t));
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 
 	for (unsigned flags = 0; flags <= SHP_UNORDERED; flags++) {
 		struct counter g = { .n = 0 };
@@ -1257,7 +1140,7 @@ Test(iter, gen_empty_ends_at_once, .timeout = 20)
 Test(iter, gen_error_comes_after_the_results_before_it, .timeout = 30)
 {
 	const size_t n = 1000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	struct counter g = { .n = n, .fail = -EIO };
 	unsigned char seen[1000] = { 0 };
 	shp_iter *it = NULL;
@@ -1320,7 +1203,7 @@ static int watched_gen(void *in, void *arg)
 Test(iter, gen_runs_only_inside_next_and_within_the_window, .timeout = 30)
 {
 	const size_t n = 50000;
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 
 	for (unsigned flags = 0; flags <= SHP_UNORDERED; flags++) {
 		struct watched w = { .c = { .n = n },
@@ -1392,7 +1275,7 @@ Test(iter, long_imap_keeps_a_bounded_window_in_flight, .timeout = 60)
 {
 	const size_t n = 100000;
 	struct ahead *a = shared_map(sizeof(*a));
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n);
 	const struct {
 		bool unordered;
@@ -1460,7 +1343,7 @@ static void free_early(size_t chunk)
 {
 	const size_t n = 1000000;
 	uint64_t *runs = shared_map(sizeof(uint64_t));
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n), at_free;
 	shp_iter *it = NULL;
 	size_t idx;
@@ -1585,7 +1468,7 @@ static void terminate_ends(int form)
 	                                      "imap_gen" };
 	const size_t n = 100000;
 	uint64_t *done = shared_map(sizeof(uint64_t));
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n), done_at;
 	struct counter g = { .n = n };
 	struct shp_call_options opt = { .chunksize = 1 };
@@ -1672,7 +1555,7 @@ Test(iter, join_does_not_wait_for_iterators, .timeout = 30)
 {
 	const size_t n = 100000;
 	uint64_t *done = shared_map(sizeof(uint64_t));
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t *in = iota64(n);
 	shp_iter *it = NULL, *refused = NULL;
 	size_t idx, k;
@@ -1716,7 +1599,7 @@ Test(iter, join_does_not_wait_for_iterators, .timeout = 30)
 
 Test(iter, imap_on_a_closed_pool_is_refused, .timeout = 20)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t in[4] = { 1, 2, 3, 4 };
 	struct counter g = { .n = 4 };
 	shp_iter *it = NULL;
@@ -1742,7 +1625,7 @@ Test(iter, imap_on_a_closed_pool_is_refused, .timeout = 20)
 
 Test(iter, bad_arguments_give_specific_errors, .timeout = 20)
 {
-	shp_pool *p = pool_of(2);
+	shp_pool *p = pool_of(2, 0);
 	uint64_t in[4] = { 1, 2, 3, 4 };
 	struct counter g = { .n = 4 };
 	shp_iter *it = NULL;

@@ -10,24 +10,7 @@
 #include <unistd.h>
 
 #include "shmpool.h"
-
-static shp_pool *pool_of(unsigned workers, unsigned cells)
-{
-	struct shp_pool_options o = { .workers = workers, .queue_cells = cells };
-	shp_pool *p = NULL;
-
-	cr_assert_eq(shp_pool_create(&p, &o), 0);
-	return p;
-}
-
-static int cube(const void *in, void *out, void *ctx)
-{
-	long x = *(const long *)in;
-
-	(void)ctx;
-	*(long *)out = x * x * x;
-	return 0;
-}
+#include "util.h"
 
 Test(map, seed_cube_map, .timeout = 20)
 {
@@ -54,24 +37,6 @@ Test(map, seed_cube_apply, .timeout = 20)
 		cr_expect_eq(y, want[x - 1]);
 	}
 	shp_pool_destroy(p);
-}
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	return x;
-}
-
-static void spin_ns(long ns)
-{
-	struct timespec a, b;
-
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	do
-		clock_gettime(CLOCK_MONOTONIC, &b);
-	while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < ns);
 }
 
 /* ctx: a completion counter and the order array, both in the arena. */
@@ -313,19 +278,6 @@ Test(map, mixed_inline_and_staged, .timeout = 30)
 	free(s);
 }
 
-static int fail_some(const void *in, void *out, void *ctx)
-{
-	int x = *(const int *)in;
-
-	(void)ctx;
-	*(int *)out = x + 1;
-	if (x % 5 == 0)
-		return x % 7 + 1;
-	if (x % 11 == 0)
-		return -3; /* negative: reported as SHP_ETASK */
-	return 0;
-}
-
 Test(map, task_failures_give_statuses, .timeout = 30)
 {
 	const size_t n = 1000;
@@ -423,19 +375,6 @@ Test(map, bad_arguments_give_specific_errors, .timeout = 20)
 	cr_expect_eq(shp_pool_join(p), 0);
 	cr_expect_eq(shp_map(p, twice, NULL, in, 4, out, 4, 4, 0, NULL), SHP_ECLOSED);
 	shp_pool_destroy(p);
-}
-
-static int crash_on_five(const void *in, void *out, void *ctx)
-{
-	int x = *(const int *)in;
-
-	(void)ctx;
-	if (x == 5)
-		abort(); /* not SIGSEGV: ASan would turn that into exit(1) */
-	if (x == 9)
-		_exit(3);
-	*(int *)out = x * 10;
-	return 0;
 }
 
 Test(map, crashing_task_reports_crashed_and_pool_recovers, .timeout = 30)

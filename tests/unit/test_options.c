@@ -23,80 +23,11 @@
 
 #include "procfs.h"
 #include "shmpool.h"
+#include "util.h"
 
-#define MS 1000000ll
-#define STATUS_UNSET 0x5eed5eed
 #define WSTATUS_UNSET 0x7eed7eed
 
-/* Criterion's .timeout was seen not to fire when tests run in parallel
- * (see test_failure.c): every test is also bounded by alarm(). */
-static void watchdog(void)
-{
-	alarm(40);
-}
-
-TestSuite(options, .init = watchdog);
-
-static shp_pool *pool_of(unsigned workers, unsigned cells)
-{
-	struct shp_pool_options o = { .workers = workers, .queue_cells = cells };
-	shp_pool *p = NULL;
-
-	cr_assert_eq(shp_pool_create(&p, &o), 0);
-	return p;
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdull;
-	x ^= x >> 33;
-	return x;
-}
-
-static int *iota(size_t n)
-{
-	int *v = malloc(n * sizeof(int));
-
-	cr_assert_not_null(v);
-	for (size_t i = 0; i < n; i++)
-		v[i] = (int)i;
-	return v;
-}
-
-static int *filled(size_t n, int value)
-{
-	int *v = malloc(n * sizeof(int));
-
-	cr_assert_not_null(v);
-	for (size_t i = 0; i < n; i++)
-		v[i] = value;
-	return v;
-}
-
-static bool among(pid_t x, const pid_t *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (v[i] == x)
-			return true;
-	return false;
-}
+WATCHDOG_SUITE(options, 40);
 
 /* The pool's workers: the children of our one child, the supervisor. */
 static size_t workers_of(pid_t *w, size_t max)
@@ -108,62 +39,21 @@ static size_t workers_of(pid_t *w, size_t max)
 	return proc_children(sup[0], w, max);
 }
 
-/*
- * Waits up to ms for the pool to be at full strength: the supervisor and
- * want workers, none of them in gone[]. Returns the workers found.
- */
-static size_t strength_after(size_t want, const pid_t *gone, size_t ngone,
-                             long ms)
+/* Inputs 0 .. n-1; outputs, statuses and wait statuses not written yet. */
+static void reset_call(int n, int *in, int *out, int *st, int *ws)
 {
-	int64_t until = now_ns() + ms * MS;
-	pid_t kids[64];
-	size_t n, fresh;
-
-	for (;;) {
-		n = workers_of(kids, 64);
-		fresh = 0;
-		for (size_t i = 0; i < n; i++)
-			fresh += !among(kids[i], gone, ngone);
-		if ((fresh == want && n == want &&
-		     proc_descendants(getpid(), kids, 64) == 1 + want) ||
-		    now_ns() > until)
-			return fresh;
-		sleep_ms(5);
+	for (int i = 0; i < n; i++) {
+		in[i] = i;
+		out[i] = -1;
+		st[i] = STATUS_UNSET;
+		ws[i] = WSTATUS_UNSET;
 	}
 }
 
-/* A map of n triple() tasks must complete with every result right. */
-static int triple(const void *in, void *out, void *ctx)
+/* Whether a wait status says killed by SIGKILL. */
+static bool sigkilled(int ws)
 {
-	(void)ctx;
-	*(int *)out = 3 * *(const int *)in + 1;
-	return 0;
-}
-
-static void expect_map_correct(shp_pool *p, size_t n, const char *when)
-{
-	int *in = iota(n), *out = filled(n, -1), *st = filled(n, STATUS_UNSET);
-	size_t bad = 0;
-
-	cr_expect_eq(shp_map(p, triple, NULL, in, sizeof(int), out, sizeof(int),
-	                     n, 0, st), 0, "map %s", when);
-	for (size_t i = 0; i < n; i++)
-		bad += st[i] != 0 || out[i] != 3 * (int)i + 1;
-	cr_expect_eq(bad, 0, "map %s: %zu tasks wrong", when, bad);
-	free(in);
-	free(out);
-	free(st);
-}
-
-/* A MAP_SHARED anonymous mapping, made before the pool: every worker (a
- * fork) shares it. */
-static void *shared_map(size_t size)
-{
-	void *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
-	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(m, MAP_FAILED);
-	return m;
+	return WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL;
 }
 
 /* ====================================================== task_timeout_ns */
@@ -202,12 +92,7 @@ static void timeout_case(size_t chunksize)
 	int rc;
 
 	cr_assert_eq(workers_of(before, 8), 2);
-	for (int i = 0; i < N; i++) {
-		in[i] = i;
-		out[i] = -1;
-		st[i] = STATUS_UNSET;
-		ws[i] = WSTATUS_UNSET;
-	}
+	reset_call(N, in, out, st, ws);
 	t0 = now_ns();
 	rc = shp_map_opt(p, runaway, NULL, in, sizeof(int), out, sizeof(int), N,
 	                 st, &o);
@@ -220,8 +105,8 @@ static void timeout_case(size_t chunksize)
 	             (long long)(took / MS));
 	cr_expect_eq(st[RUNAWAY], SHP_ETIMEDOUT, "status[%d] = %d", RUNAWAY,
 	             st[RUNAWAY]);
-	cr_expect(WIFSIGNALED(ws[RUNAWAY]) && WTERMSIG(ws[RUNAWAY]) == SIGKILL,
-	          "wstatus[%d] = %#x", RUNAWAY, ws[RUNAWAY]);
+	cr_expect(sigkilled(ws[RUNAWAY]), "wstatus[%d] = %#x", RUNAWAY,
+	          ws[RUNAWAY]);
 	for (int i = 0; i < N; i++) {
 		if (i == RUNAWAY)
 			continue;
@@ -230,7 +115,7 @@ static void timeout_case(size_t chunksize)
 		cr_expect_eq(ws[i], 0, "wstatus[%d] = %#x", i, ws[i]);
 	}
 	/* The killed worker is replaced. */
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2,
+	cr_expect_eq(strength_after(p, 2, NULL, 0, 2000), 2,
 	             "pool not back at full strength in 2 s");
 	expect_map_correct(p, 5000, "after the timeout");
 	shp_pool_destroy(p);
@@ -267,12 +152,7 @@ Test(options, task_timeout_not_reached, .timeout = 20)
 	pid_t before[8], after[8];
 
 	cr_assert_eq(workers_of(before, 8), 2);
-	for (int i = 0; i < N; i++) {
-		in[i] = i;
-		out[i] = -1;
-		st[i] = STATUS_UNSET;
-		ws[i] = WSTATUS_UNSET;
-	}
+	reset_call(N, in, out, st, ws);
 	cr_expect_eq(shp_map_opt(p, sleep10, NULL, in, sizeof(int), out,
 	                         sizeof(int), N, st, &o), 0);
 	for (int i = 0; i < N; i++) {
@@ -297,19 +177,13 @@ Test(options, timed_out_task_is_not_retried, .timeout = 30)
 	                              .task_timeout_ns = 150 * MS,
 	                              .retries = 3, .wstatus = ws };
 
-	for (int i = 0; i < N; i++) {
-		in[i] = i;
-		out[i] = -1;
-		st[i] = STATUS_UNSET;
-		ws[i] = WSTATUS_UNSET;
-	}
+	reset_call(N, in, out, st, ws);
 	cr_expect_eq(shp_map_opt(p, runaway, att, in, sizeof(int), out,
 	                         sizeof(int), N, st, &o), SHP_ETASK);
 	cr_expect_eq(st[RUNAWAY], SHP_ETIMEDOUT);
 	cr_expect_eq(att[RUNAWAY], 1, "the timed-out task ran %u times",
 	             att[RUNAWAY]);
-	cr_expect(WIFSIGNALED(ws[RUNAWAY]) && WTERMSIG(ws[RUNAWAY]) == SIGKILL,
-	          "wstatus = %#x", ws[RUNAWAY]);
+	cr_expect(sigkilled(ws[RUNAWAY]), "wstatus = %#x", ws[RUNAWAY]);
 	for (int i = 0; i < N; i++) {
 		if (i == RUNAWAY)
 			continue;
@@ -317,7 +191,7 @@ Test(options, timed_out_task_is_not_retried, .timeout = 30)
 		cr_expect_eq(out[i], 3 * i + 1);
 		cr_expect_eq(att[i], 1, "task %d ran %u times", i, att[i]);
 	}
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	cr_expect_eq(strength_after(p, 2, NULL, 0, 2000), 2);
 	shp_pool_destroy(p);
 	munmap(att, N * sizeof(uint32_t));
 }
@@ -374,20 +248,17 @@ static void crash_map(shp_pool *p, shp_fn fn, uint32_t *att, unsigned retries,
 	int in[RN];
 	struct shp_call_options o = { .retries = retries, .wstatus = r->ws };
 
-	for (int i = 0; i < RN; i++) {
-		in[i] = i;
-		r->out[i] = -1;
-		r->st[i] = STATUS_UNSET;
-		r->ws[i] = WSTATUS_UNSET;
+	reset_call(RN, in, r->out, r->st, r->ws);
+	for (int i = 0; i < RN; i++)
 		__atomic_store_n(&att[i], 0, __ATOMIC_SEQ_CST);
-	}
 	r->rc = shp_map_opt(p, fn, att, in, sizeof(int), r->out, sizeof(int), RN,
 	                    r->st, &o);
 }
 
-/* Every task but the victim ran once and succeeded, with wstatus 0. */
-static void expect_others_fine(const struct crash_run *r, const uint32_t *att,
-                               const char *what)
+/* Every task but the victim ran once and succeeded, with wstatus 0, and
+ * the pool is back at full strength. */
+static void expect_others_fine(const shp_pool *p, const struct crash_run *r,
+                               const uint32_t *att, const char *what)
 {
 	for (int i = 0; i < RN; i++) {
 		if (i == VICTIM)
@@ -400,6 +271,16 @@ static void expect_others_fine(const struct crash_run *r, const uint32_t *att,
 		cr_expect_eq(att[i], 1, "%s: task %d ran %u times", what, i,
 		             att[i]);
 	}
+	cr_expect_eq(strength_after(p, 2, NULL, 0, 2000), 2,
+	             "%s: pool not back at full strength in 2 s", what);
+}
+
+/* The call failed for its victim alone, which crashed. */
+static void expect_victim_crashed(const struct crash_run *r, const char *what)
+{
+	cr_expect_eq(r->rc, SHP_ETASK, "%s: map returned %d", what, r->rc);
+	cr_expect_eq(r->st[VICTIM], SHP_ECRASHED, "%s: status %d", what,
+	             r->st[VICTIM]);
 }
 
 Test(options, retries_rerun_a_task_that_killed_its_worker, .timeout = 30)
@@ -415,17 +296,13 @@ Test(options, retries_rerun_a_task_that_killed_its_worker, .timeout = 30)
 	cr_expect_eq(att[VICTIM], 2, "the victim ran %u times", att[VICTIM]);
 	cr_expect_eq(r.ws[VICTIM], 0, "wstatus of a task that succeeded: %#x",
 	             r.ws[VICTIM]);
-	expect_others_fine(&r, att, "retries 2");
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	expect_others_fine(p, &r, att, "retries 2");
 
 	crash_map(p, crash_first, att, 0, &r);
-	cr_expect_eq(r.rc, SHP_ETASK, "without retries: %d", r.rc);
-	cr_expect_eq(r.st[VICTIM], SHP_ECRASHED);
+	expect_victim_crashed(&r, "retries 0");
 	cr_expect_eq(att[VICTIM], 1);
-	cr_expect(WIFSIGNALED(r.ws[VICTIM]) && WTERMSIG(r.ws[VICTIM]) == SIGKILL,
-	          "wstatus = %#x", r.ws[VICTIM]);
-	expect_others_fine(&r, att, "retries 0");
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	cr_expect(sigkilled(r.ws[VICTIM]), "wstatus = %#x", r.ws[VICTIM]);
+	expect_others_fine(p, &r, att, "retries 0");
 	expect_map_correct(p, 2000, "after the crashes");
 	shp_pool_destroy(p);
 	munmap(att, RN * sizeof(uint32_t));
@@ -438,14 +315,11 @@ Test(options, retries_run_out_for_a_task_that_always_crashes, .timeout = 30)
 	struct crash_run r;
 
 	crash_map(p, crash_always, att, 3, &r);
-	cr_expect_eq(r.rc, SHP_ETASK, "map returned %d", r.rc);
-	cr_expect_eq(r.st[VICTIM], SHP_ECRASHED, "status %d", r.st[VICTIM]);
+	expect_victim_crashed(&r, "always crashes");
 	cr_expect_eq(att[VICTIM], 4, "ran %u times for retries = 3",
 	             att[VICTIM]);
-	cr_expect(WIFSIGNALED(r.ws[VICTIM]) && WTERMSIG(r.ws[VICTIM]) == SIGKILL,
-	          "wstatus = %#x", r.ws[VICTIM]);
-	expect_others_fine(&r, att, "always crashes");
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	cr_expect(sigkilled(r.ws[VICTIM]), "wstatus = %#x", r.ws[VICTIM]);
+	expect_others_fine(p, &r, att, "always crashes");
 	expect_map_correct(p, 2000, "after the crashes");
 	shp_pool_destroy(p);
 	munmap(att, RN * sizeof(uint32_t));
@@ -458,14 +332,12 @@ Test(options, exit_in_a_task_is_crashed_with_exit_status, .timeout = 30)
 	struct crash_run r;
 
 	crash_map(p, exit3, att, 0, &r);
-	cr_expect_eq(r.rc, SHP_ETASK, "map returned %d", r.rc);
-	cr_expect_eq(r.st[VICTIM], SHP_ECRASHED, "status %d", r.st[VICTIM]);
+	expect_victim_crashed(&r, "_exit(3)");
 	cr_expect(WIFEXITED(r.ws[VICTIM]), "wstatus = %#x", r.ws[VICTIM]);
 	cr_expect_eq(WEXITSTATUS(r.ws[VICTIM]), 3, "wstatus = %#x",
 	             r.ws[VICTIM]);
 	cr_expect_eq(att[VICTIM], 1);
-	expect_others_fine(&r, att, "_exit(3)");
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	expect_others_fine(p, &r, att, "_exit(3)");
 	expect_map_correct(p, 2000, "after the exit");
 	shp_pool_destroy(p);
 	munmap(att, RN * sizeof(uint32_t));
@@ -506,19 +378,13 @@ Test(options, call_options_apply_to_async_calls, .timeout = 30)
 	                              .callback_arg = &a };
 	shp_async *h;
 
-	for (int i = 0; i < RN; i++) {
-		in[i] = i;
-		out[i] = -1;
-		st[i] = STATUS_UNSET;
-		ws[i] = WSTATUS_UNSET;
-	}
+	reset_call(RN, in, out, st, ws);
 	cr_assert_eq(shp_map_async_opt(p, runaway, NULL, in, sizeof(int), out,
 	                               sizeof(int), N, st, &o, &h), 0);
 	cr_assert_eq(shp_async_wait(h, 5000 * MS), 0);
 	cr_expect_eq(shp_async_result(h), SHP_ETASK);
 	cr_expect_eq(st[RUNAWAY], SHP_ETIMEDOUT);
-	cr_expect(WIFSIGNALED(ws[RUNAWAY]) && WTERMSIG(ws[RUNAWAY]) == SIGKILL,
-	          "wstatus = %#x", ws[RUNAWAY]);
+	cr_expect(sigkilled(ws[RUNAWAY]), "wstatus = %#x", ws[RUNAWAY]);
 	for (int i = 0; i < N; i++) {
 		if (i == RUNAWAY)
 			continue;
@@ -536,12 +402,9 @@ Test(options, call_options_apply_to_async_calls, .timeout = 30)
 	                               .callback = seen_ok,
 	                               .error_callback = seen_err,
 	                               .callback_arg = &b };
-	for (int i = 0; i < RN; i++) {
-		out[i] = -1;
-		st[i] = STATUS_UNSET;
-		ws[i] = WSTATUS_UNSET;
+	reset_call(RN, in, out, st, ws);
+	for (int i = 0; i < RN; i++)
 		att[i] = 0;
-	}
 	cr_assert_eq(shp_map_async_opt(p, crash_first, att, in, sizeof(int),
 	                               out, sizeof(int), RN, st, &o, &h), 0);
 	cr_assert_eq(shp_async_wait(h, 5000 * MS), 0);
@@ -555,7 +418,7 @@ Test(options, call_options_apply_to_async_calls, .timeout = 30)
 		cr_expect_eq(ws[i], 0);
 	}
 	shp_async_free(h);
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	cr_expect_eq(strength_after(p, 2, NULL, 0, 2000), 2);
 	shp_pool_destroy(p);
 	munmap(att, RN * sizeof(uint32_t));
 }
@@ -935,7 +798,7 @@ Test(options, initializer_runs_in_every_worker, .timeout = 30)
 	/* One worker killed: its replacement runs the initializer too. */
 	gone[0] = w[0];
 	cr_assert_eq(kill(w[0], SIGKILL), 0);
-	cr_assert_eq(strength_after(2, gone, 1, 2000), 2);
+	cr_assert_eq(strength_after(p, 2, gone, 1, 2000), 2);
 	/* The replacement may still be starting: give it 2 s. */
 	cr_expect_eq(inits_after(t, 3, 2000), 3, "initializer ran %u times",
 	             t->n);
@@ -948,7 +811,7 @@ Test(options, initializer_runs_in_every_worker, .timeout = 30)
 	gone[2] = w[1];
 	kill(w[0], SIGKILL);
 	kill(w[1], SIGKILL);
-	cr_assert_eq(strength_after(2, gone, 3, 2000), 2);
+	cr_assert_eq(strength_after(p, 2, gone, 3, 2000), 2);
 	cr_expect_eq(inits_after(t, 5, 2000), 5, "initializer ran %u times",
 	             t->n);
 	expect_all_initialized(p, t, "after two kills");
@@ -1006,7 +869,7 @@ Test(options, max_tasks_per_worker_recycles, .timeout = 30)
 	cr_expect_geq(distinct, N / MAXT, "%zu workers ran %d tasks", distinct,
 	              N);
 	cr_expect_leq(most, MAXT, "one worker ran %d tasks", most);
-	cr_expect_eq(strength_after(2, NULL, 0, 2000), 2);
+	cr_expect_eq(strength_after(p, 2, NULL, 0, 2000), 2);
 	expect_map_correct(p, 1000, "after recycling");
 	shp_pool_destroy(p);
 }

@@ -6,18 +6,11 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "procfs.h"
 #include "shmpool.h"
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
+#include "util.h"
 
 Test(pool, version_matches_package, .timeout = 10)
 {
