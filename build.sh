@@ -20,6 +20,9 @@ top=$(cd "$(dirname "$0")" && pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
 packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev valgrind"
+# The benchmark's peers: DPDK's and Concurrency Kit's rings, Python's Pool,
+# and gnuplot for the picture.
+[ "$job" = bench ] && packages="$packages libdpdk-dev libck-dev python3 gnuplot-nox"
 missing=""
 for p in $packages; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
@@ -32,6 +35,8 @@ if [ -n "$missing" ]; then
 	$sudo apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
 		--no-install-recommends $missing
+	# configure looks for the optional peers: let it look again.
+	rm -f "$top/build/Makefile"
 fi
 
 cd "$top"

@@ -160,3 +160,14 @@ void bench_table_row(FILE *f, const struct bench_col *cols, size_t ncols,
 	}
 	fputc('\n', f);
 }
+
+size_t bench_diff_u64(const uint64_t *got, const uint64_t *want, size_t n,
+                      size_t *first)
+{
+	size_t bad = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (got[i] != want[i] && !bad++)
+			*first = i;
+	return bad;
+}

@@ -54,7 +54,12 @@ int bench_once(bench_fn fn, bench_fn check, void *arg, uint64_t *ns);
  */
 int bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v);
 
-/* Online CPUs; at least 1 even when sysconf fails. */
+/* How many of got[0..n) differ from want[0..n); *first: the first that
+ * does (untouched when none). */
+size_t bench_diff_u64(const uint64_t *got, const uint64_t *want, size_t n,
+                      size_t *first);
+
+/* CPUs this process may run on; at least 1. */
 unsigned bench_nproc(void);
 
 /*
