@@ -311,6 +311,13 @@ static int write_csv(const char *path, const struct bench_report *r,
 	return err;
 }
 
+/* Whether row goes into group's panel: measured, and above zero (the
+ * axis is logarithmic). */
+static bool plotted(const struct bench_row *row, const char *group)
+{
+	return !strcmp(row->group, group) && row->st.n && row->st.median > 0;
+}
+
 /*
  * One panel per group: the medians as horizontal bars (log scale, the
  * unit in the title), min and max as error bars. gnuplot reads the data
@@ -328,14 +335,16 @@ static int write_plot(const char *path, const struct bench_report *r,
 	gp = popen("gnuplot", "w");
 	if (!gp)
 		return -errno;
-	fprintf(gp, "set terminal pngcairo size 1400,%zu font ',9'\n",
+	fprintf(gp, "set terminal pngcairo noenhanced size 1400,%zu "
+	            "font ',9'\n",
 	        360 * ((ngroups + 1) / 2));
 	fprintf(gp, "set output '%s'\n", path);
 	fprintf(gp, "set multiplot layout %zu,2 title 'shmpool-bench %s "
 	            "(median, min-max; %u workers)'\n",
 	        (ngroups + 1) / 2, shp_version(), o->cfg.workers);
 	fprintf(gp, "set style fill solid 0.6\nset grid xtics\nset logscale x\n"
-	            "set key off\nset offsets 0,0,0.5,0.5\n");
+	            "set format x '%%g'\nset key off\n"
+	            "set offsets 0,0,0.5,0.5\n");
 	for (size_t g = 0; g < NGROUPS; g++) {
 		size_t k = 0;
 
@@ -345,7 +354,7 @@ static int write_plot(const char *path, const struct bench_report *r,
 		for (size_t i = 0; i < r->n; i++) {
 			const struct bench_row *row = &r->rows[i];
 
-			if (strcmp(row->group, groups[g].name) || !row->st.n)
+			if (!plotted(row, groups[g].name))
 				continue;
 			fprintf(gp, "%s'%s (%s)' %zu", k ? ", " : "", row->name,
 			        row->unit, k);
@@ -365,8 +374,7 @@ static int write_plot(const char *path, const struct bench_report *r,
 				const struct bench_row *row = &r->rows[i];
 				double lo;
 
-				if (strcmp(row->group, groups[g].name) ||
-				    !row->st.n)
+				if (!plotted(row, groups[g].name))
 					continue;
 				/* Bars start near zero on a log axis. */
 				lo = row->st.min > 0 ? row->st.min / 1e3 : 1e-3;
