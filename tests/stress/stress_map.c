@@ -2,12 +2,34 @@
  * Multi-process torture of the whole pool under worker kills (make stress).
  * usage: stress_map [seconds] [workers] [kill_interval_us] [seed]
  *
- * Runs shp_map calls back to back with random parameters (sizes that land
- * inline, staged and zero-copy; chunk sizes; task durations) while a killer
- * process SIGKILLs random workers. Every call must return 0 or SHP_ETASK,
- * every task must report 0 with exactly the right output, or SHP_ECRASHED;
- * a task may never run twice; a call may not hang. Prints one parseable
- * summary line and exits non-zero on any violation.
+ * Runs calls back to back with random parameters (sizes that land inline,
+ * staged and zero-copy; chunk sizes; task durations) while a killer process
+ * SIGKILLs random workers. Each call picks its form at random:
+ *
+ *   map             shp_map
+ *   map_opt         shp_map_opt, sometimes with retries (1-3), a task
+ *                   deadline with a few tasks that deliberately overrun it,
+ *                   and wait statuses
+ *   async           shp_map_async(_opt) + wait (blocking, in slices, or by
+ *                   polling), sometimes with callbacks, sometimes cancelled
+ *                   at a random moment
+ *   imap, imap_unordered, imap_gen
+ *                   iterators read to the end; imap_gen takes options
+ *                   (retries, deadline) and either order
+ *
+ * What must hold: an array call returns 0 or SHP_ETASK in agreement with
+ * its statuses (an async call SHP_ECANCELED when its cancel took effect);
+ * every task reports 0 with exactly the right output, SHP_ECRASHED (its
+ * worker's wait status SIGKILL), SHP_ETIMEDOUT only in a call with a
+ * deadline (never sooner than half the deadline after the task began; a
+ * task that overruns must get it, or SHP_ECRASHED), SHP_ECANCELED only in a
+ * cancelled call; an iterator delivers each index exactly once, in order
+ * when ordered. A task may never run twice, except when re-run for a retry
+ * (at most `retries` more times, and no more re-runs and crashes in a call
+ * than kills during it) or, in a call with a deadline, once more when the
+ * supervisor's deadline kill caught its worker just as it began the task.
+ * A call may not hang. Prints one parseable summary line and exits non-zero
+ * on any violation.
  *
  * The seed (4th argument, else $SHP_STRESS_SEED, else the clock) fixes the
  * sequence of calls, not the kill timing. $SHP_STRESS_VERBOSE=1 prints each
@@ -35,18 +57,44 @@
 #include "procfs.h"
 
 #define MAX_N 300000u
+#define MAX_ITER_N 100000u      /* iterators take results one at a time */
+#define MAX_TIMED_N 20000u      /* calls with a task deadline */
+#define MAX_OVERRUN 3           /* tasks that overrun the deadline, per call */
 #define ELEM_BUDGET (16u << 20) /* bytes per in or out buffer */
 #define MAX_KIDS 1100           /* > SHP_MAX_WORKERS */
 #define MAX_DETAILS 10          /* failures printed per call */
 #define STATUS_UNSET 0x5eed5eed /* no status may ever be left at this */
+#define WSTATUS_UNSET 0x7eed7eed
 #define POISON 0xa5
+/* Re-runs and crashes a call may have beyond the kills counted while it
+ * ran: one kill in flight at each end (sent, not yet counted). */
+#define KILL_SLACK 2
 
 /* Statuses of our own that a task returns when its input is not what the
- * parent wrote: each is a failure of the pool, reported as such. */
+ * parent wrote, or when it was meant to overrun its deadline and was not
+ * killed for it: each is a failure of the pool, reported as such. */
 #define TASK_BAD_INDEX 71
 #define TASK_BAD_INPUT 72
+#define TASK_OVERRAN 73
 
 enum spin_mode { SPIN_NONE, SPIN_SHORT, SPIN_LONG };
+
+enum kind {
+	K_MAP,
+	K_MAP_OPT,
+	K_ASYNC,
+	K_IMAP,
+	K_IMAP_UNORDERED,
+	K_IMAP_GEN,
+	NKINDS
+};
+
+static const char *const kind_names[NKINDS] = {
+	"map", "map_opt", "async", "imap", "imap_unordered", "imap_gen",
+};
+
+enum cancel_mode { CANCEL_NONE, CANCEL_NOW, CANCEL_SLEEP, CANCEL_PROGRESS };
+enum wait_mode { WAIT_FOREVER, WAIT_SLICES, WAIT_POLL };
 
 /*
  * What a call's tasks need to know, in shp_alloc() memory so that the parent
@@ -61,7 +109,11 @@ struct params {
 	uint32_t mode;        /* enum spin_mode */
 	uint32_t spin_max_ns; /* SPIN_SHORT: each task spins [0, this] */
 	uint32_t long_every;  /* SPIN_LONG: one task in this many spins <= 1 ms */
-	uint32_t pad;
+	uint32_t noverrun;    /* overrun[0, noverrun): indices that overrun */
+	uint64_t overrun[MAX_OVERRUN];
+	uint64_t overrun_ns;  /* how long those spin before giving up */
+	uint64_t *start_ns;   /* calls with a deadline: each index's last start
+	                       * (arena, MAX_TIMED_N); NULL in the others */
 	uint64_t execs;       /* tasks started, all indices */
 	uint32_t count[];     /* starts per index (known when in_size > 0) */
 };
@@ -81,14 +133,48 @@ struct call_desc {
 	bool in_arena, out_arena;
 	enum spin_mode mode;
 	uint32_t spin_max_ns, long_every;
+	enum kind kind;
+	bool use_opt;       /* map_opt: options (else NULL); async: _opt form */
+	unsigned retries;
+	int64_t timeout_ns; /* task deadline; 0: none */
+	unsigned noverrun;
+	size_t overrun[MAX_OVERRUN];
+	bool wstatus;       /* pass opt.wstatus and check it */
+	bool callbacks;     /* async: callback and error_callback */
+	enum cancel_mode cancel;
+	uint32_t cancel_arg; /* CANCEL_SLEEP: us; CANCEL_PROGRESS: tasks done */
+	enum wait_mode wait;
+	int64_t next_timeout_ns; /* iterators: shp_iter_next's timeout */
+	bool unordered;          /* imap_gen: SHP_UNORDERED */
 };
 
 struct totals {
 	uint64_t calls, tasks, completed, crashed;
 	uint64_t lost, wrong, dup, bad_status, bad_ret;
+	uint64_t retried, timedout, slow_timeouts, cancelled, bad_wstatus;
+	uint64_t excess;
+	uint64_t retry_calls, timed_calls, cancel_calls, cancel_late;
+	uint64_t overruns, callbacks;
+	uint64_t kind_calls[NKINDS], kind_tasks[NKINDS];
 };
 
-static char alarm_msg[512];
+/* One call's verdicts, task by task. */
+struct tally {
+	uint64_t completed, crashed, timedout, slow_timeouts, cancelled;
+	uint64_t retried, lost, wrong, dup, bad, bad_ws, bad_ret, excess;
+};
+
+struct checker {
+	const struct call_desc *d;
+	struct params *p;
+	struct tally t;
+	unsigned shown;
+	bool indexed;     /* the tasks know their index: p->count is kept */
+	bool cancel_took; /* SHP_ECANCELED statuses are allowed */
+};
+
+static uint64_t *start_buf; /* params.start_ns of timed calls (arena) */
+static char alarm_msg[1024];
 static size_t alarm_len;
 static pid_t killer_pid = -1;
 
@@ -166,6 +252,14 @@ static bool output_ok(const unsigned char *p, size_t size, uint64_t v)
 	return true;
 }
 
+static bool all_poison(const unsigned char *p, size_t size)
+{
+	for (size_t k = 0; k < size; k++)
+		if (p[k] != POISON)
+			return false;
+	return true;
+}
+
 /* ---------------------------------------------------------------- the task */
 
 static uint64_t now_ns(void)
@@ -192,10 +286,21 @@ static uint64_t task_ns(const struct params *p, uint64_t i)
 	}
 }
 
+static bool overruns(const struct params *p, uint64_t i)
+{
+	for (uint32_t k = 0; k < p->noverrun && k < MAX_OVERRUN; k++)
+		if (p->overrun[k] == i)
+			return true;
+	return false;
+}
+
 /*
  * Checks its input, counts its start (a task must never run twice: done
  * tasks are not re-run and the one a dead worker was running is reported,
- * not retried), spins if asked, and fills every byte of its output.
+ * not retried, unless the call asked for retries), notes when it began
+ * (calls with a deadline), spins if asked, and fills every byte of its
+ * output. A task chosen to overrun the deadline spins until its worker is
+ * killed, or gives up long after and says so.
  */
 static int task(const void *in, void *out, void *ctx)
 {
@@ -218,9 +323,19 @@ static int task(const void *in, void *out, void *ctx)
 			if (memcmp(b + 8 * k, &w, len) != 0)
 				return TASK_BAD_INPUT;
 		}
+		if (p->start_ns && i < MAX_TIMED_N)
+			__atomic_store_n(&p->start_ns[i], now_ns(),
+			                 __ATOMIC_RELAXED);
 		__atomic_fetch_add(&p->count[i], 1, __ATOMIC_RELAXED);
 	}
 	started = __atomic_fetch_add(&p->execs, 1, __ATOMIC_RELAXED);
+	if (indexed && overruns(p, i)) {
+		uint64_t t0 = now_ns();
+
+		while (now_ns() - t0 < p->overrun_ns)
+			;
+		return TASK_OVERRAN;
+	}
 	/* Without an index the order of starts picks the duration. */
 	ns = task_ns(p, indexed ? i : started);
 	if (ns) {
@@ -255,13 +370,17 @@ static bool kill_worker(pid_t pid, pid_t sup)
 	return ok;
 }
 
-static void jitter_sleep(unsigned long us)
+static void sleep_ns(uint64_t ns)
 {
-	uint64_t ns = (us / 2 + rnd_below(us + 1)) * 1000;
 	struct timespec ts = { (time_t)(ns / 1000000000u),
 	                       (long)(ns % 1000000000u) };
 
 	nanosleep(&ts, NULL);
+}
+
+static void jitter_sleep(unsigned long us)
+{
+	sleep_ns((us / 2 + rnd_below(us + 1)) * 1000);
 }
 
 static void __attribute__((noreturn))
@@ -304,17 +423,60 @@ static const char *mode_name(enum spin_mode m)
 	return m == SPIN_SHORT ? "short" : m == SPIN_LONG ? "long" : "none";
 }
 
+static const char *cancel_name(enum cancel_mode m)
+{
+	static const char *const names[] = { "none", "now", "sleep",
+	                                     "progress" };
+
+	return names[m];
+}
+
+static const char *wait_name(enum wait_mode m)
+{
+	static const char *const names[] = { "forever", "slices", "poll" };
+
+	return names[m];
+}
+
 static int describe(char *buf, size_t len, const struct call_desc *d)
 {
-	return snprintf(buf, len,
-	                "call=%" PRIu64 " salt=0x%016" PRIx64 " n=%zu chunksize=%zu"
-	                " in_size=%zu%s out_size=%zu%s spin=%s spin_max_ns=%u"
-	                " long_every=%u",
-	                d->index, d->salt, d->n, d->chunksize, d->in_size,
-	                d->in_size ? (d->in_arena ? "(arena)" : "(heap)") : "",
-	                d->out_size,
-	                d->out_size ? (d->out_arena ? "(arena)" : "(heap)") : "",
-	                mode_name(d->mode), d->spin_max_ns, d->long_every);
+	int k = snprintf(buf, len,
+	                 "call=%" PRIu64 " kind=%s salt=0x%016" PRIx64
+	                 " n=%zu chunksize=%zu in_size=%zu%s out_size=%zu%s"
+	                 " spin=%s spin_max_ns=%u long_every=%u",
+	                 d->index, kind_names[d->kind], d->salt, d->n,
+	                 d->chunksize, d->in_size,
+	                 d->in_size ? (d->in_arena ? "(arena)" : "(heap)") : "",
+	                 d->out_size,
+	                 d->out_size ? (d->out_arena ? "(arena)" : "(heap)") : "",
+	                 mode_name(d->mode), d->spin_max_ns, d->long_every);
+
+	if (k < 0 || (size_t)k >= len)
+		return k;
+	if (d->kind == K_MAP_OPT || d->kind == K_ASYNC || d->kind == K_IMAP_GEN)
+		k += snprintf(buf + k, len - (size_t)k,
+		              " opt=%d retries=%u timeout_ms=%" PRId64
+		              " overrun=%u[%zd,%zd,%zd] wstatus=%d",
+		              d->use_opt, d->retries, d->timeout_ns / 1000000,
+		              d->noverrun,
+		              d->noverrun > 0 ? (ssize_t)d->overrun[0] : -1,
+		              d->noverrun > 1 ? (ssize_t)d->overrun[1] : -1,
+		              d->noverrun > 2 ? (ssize_t)d->overrun[2] : -1,
+		              d->wstatus);
+	if ((size_t)k >= len)
+		return k;
+	if (d->kind == K_ASYNC)
+		k += snprintf(buf + k, len - (size_t)k,
+		              " callbacks=%d cancel=%s/%u wait=%s slice_us=%" PRId64,
+		              d->callbacks, cancel_name(d->cancel), d->cancel_arg,
+		              wait_name(d->wait), d->next_timeout_ns / 1000);
+	else if (d->kind >= K_IMAP)
+		k += snprintf(buf + k, len - (size_t)k,
+		              " next_timeout_us=%" PRId64 "%s",
+		              d->next_timeout_ns < 0 ? -1
+		                                     : d->next_timeout_ns / 1000,
+		              d->unordered ? " unordered" : "");
+	return k;
 }
 
 static size_t pick_size(bool output)
@@ -336,6 +498,56 @@ static size_t pick_size(bool output)
 	if (u < 85)
 		return 200;
 	return 4096;
+}
+
+static enum kind pick_kind(void)
+{
+	unsigned u = (unsigned)rnd_below(100);
+
+	if (u < 22)
+		return K_MAP;
+	if (u < 42)
+		return K_MAP_OPT;
+	if (u < 64)
+		return K_ASYNC;
+	if (u < 76)
+		return K_IMAP;
+	if (u < 88)
+		return K_IMAP_UNORDERED;
+	return K_IMAP_GEN;
+}
+
+/* Options of the forms that take them: retries, a deadline with tasks that
+ * overrun it, wait statuses, callbacks. */
+static void pick_options(struct call_desc *d)
+{
+	/* Short ones too: a task that overruns must outlast its deadline
+	 * without being killed first to get SHP_ETIMEDOUT, and the killer
+	 * strikes each worker every few ms. */
+	static const int64_t deadlines_ms[] = { 5, 10, 50 };
+
+	if (d->kind == K_MAP_OPT)
+		d->use_opt = rnd_below(100) < 85;
+	else if (d->kind == K_ASYNC || d->kind == K_IMAP_GEN)
+		d->use_opt = rnd_below(100) < 65;
+	if (!d->use_opt) {
+		if (d->kind == K_MAP_OPT)
+			d->chunksize = 0; /* opt NULL: automatic chunks */
+		return;
+	}
+	if (rnd_below(100) < 45)
+		d->retries = 1 + (unsigned)rnd_below(3);
+	if (rnd_below(100) < 30) {
+		d->timeout_ns = deadlines_ms[rnd_below(3)] * 1000000;
+		/* The tasks must know their index, for the overrunning ones
+		 * and for the starts they note. */
+		if (d->in_size == 0)
+			d->in_size = 8;
+		if (rnd_below(100) < 70)
+			d->noverrun = 1 + (unsigned)rnd_below(MAX_OVERRUN);
+	}
+	d->wstatus = d->kind != K_IMAP_GEN && rnd_below(100) < 75;
+	d->callbacks = d->kind == K_ASYNC && rnd_below(100) < 50;
 }
 
 static void pick_call(struct call_desc *d, uint64_t index)
@@ -381,11 +593,57 @@ static void pick_call(struct call_desc *d, uint64_t index)
 		d->long_every = 1 + (uint32_t)rnd_below(16);
 		cap = 2000;
 	}
+
+	d->kind = pick_kind();
+	pick_options(d);
+	if (d->kind >= K_IMAP) {
+		/* No output array; the generator has no input array. */
+		d->out_arena = false;
+		if (d->kind == K_IMAP_GEN) {
+			d->in_arena = false;
+			d->unordered = rnd_below(2);
+		}
+		if (cap > MAX_ITER_N)
+			cap = MAX_ITER_N;
+		u = (unsigned)rnd_below(100);
+		d->next_timeout_ns = u < 65 ? -1
+		                     : u < 95 ? (int64_t)(1 + rnd_below(5)) * 1000000
+		                              : 0;
+	}
+	if (d->kind == K_ASYNC) {
+		u = (unsigned)rnd_below(100);
+		d->cancel = u < 55 ? CANCEL_NONE
+		            : u < 65 ? CANCEL_NOW
+		            : u < 80 ? CANCEL_SLEEP
+		                     : CANCEL_PROGRESS;
+		if (d->cancel == CANCEL_SLEEP)
+			d->cancel_arg = (uint32_t)rnd_below(20000);
+		u = (unsigned)rnd_below(100);
+		d->wait = u < 50 ? WAIT_FOREVER : u < 80 ? WAIT_SLICES : WAIT_POLL;
+		d->next_timeout_ns = (int64_t)(1 + rnd_below(10)) * 1000000;
+	}
+	if (d->timeout_ns && cap > MAX_TIMED_N)
+		cap = MAX_TIMED_N;
+
 	biggest = d->in_size > d->out_size ? d->in_size : d->out_size;
 	if (biggest && cap > ELEM_BUDGET / biggest)
 		cap = ELEM_BUDGET / biggest;
 	if (d->n > cap)
 		d->n = cap;
+	if (d->cancel == CANCEL_PROGRESS)
+		d->cancel_arg = (uint32_t)rnd_below(d->n + 1);
+	if (d->noverrun > d->n)
+		d->noverrun = (unsigned)d->n;
+	for (unsigned k = 0; k < d->noverrun; k++) {
+		bool fresh;
+
+		do {
+			d->overrun[k] = rnd_below(d->n);
+			fresh = true;
+			for (unsigned j = 0; j < k; j++)
+				fresh &= d->overrun[j] != d->overrun[k];
+		} while (!fresh);
+	}
 }
 
 static void *buffer(shp_pool *pool, size_t bytes, bool arena)
@@ -408,18 +666,17 @@ static void release(shp_pool *pool, void *p, bool arena)
 		free(p);
 }
 
-static void report(const struct call_desc *d, unsigned *shown, const char *fmt,
-                   ...) __attribute__((format(printf, 3, 4)));
+static void report(struct checker *ck, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
-static void report(const struct call_desc *d, unsigned *shown, const char *fmt,
-                   ...)
+static void report(struct checker *ck, const char *fmt, ...)
 {
-	char desc[256];
+	char desc[512];
 	va_list ap;
 
-	if ((*shown)++ >= MAX_DETAILS)
+	if (ck->shown++ >= MAX_DETAILS)
 		return;
-	describe(desc, sizeof(desc), d);
+	describe(desc, sizeof(desc), ck->d);
 	fprintf(stderr, "stress_map: FAIL %s: ", desc);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -427,21 +684,303 @@ static void report(const struct call_desc *d, unsigned *shown, const char *fmt,
 	fputc('\n', stderr);
 }
 
-/* Runs and checks one call; returns false on any violation. */
-static bool one_call(shp_pool *pool, struct params *p,
-                     const struct call_desc *d, struct totals *tot,
-                     uint64_t seed)
+static bool desc_overruns(const struct call_desc *d, size_t i)
 {
+	for (unsigned k = 0; k < d->noverrun; k++)
+		if (d->overrun[k] == i)
+			return true;
+	return false;
+}
+
+static const char *status_name(int st)
+{
+	switch (st) {
+	case STATUS_UNSET:
+		return "never set";
+	case TASK_BAD_INDEX:
+		return "input names another index";
+	case TASK_BAD_INPUT:
+		return "input corrupt";
+	case TASK_OVERRAN:
+		return "overran its deadline and was not killed";
+	default:
+		return st < 0 ? shp_strerror(st) : "?";
+	}
+}
+
+/*
+ * Checks one task's outcome: st its status (STATUS_UNSET: none came), outp
+ * its output element (NULL: none), poison_kept whether an output the task
+ * never returned must still hold the poison (array calls with the output
+ * outside the arena), ws its wait status (NULL: not asked for), t_obs when
+ * the parent saw the result.
+ */
+static void check_task(struct checker *ck, size_t i, int st,
+                       const unsigned char *outp, bool poison_kept,
+                       const int *ws, uint64_t t_obs)
+{
+	const struct call_desc *d = ck->d;
+	const struct params *p = ck->p;
+	struct tally *t = &ck->t;
+	bool timed = d->timeout_ns > 0;
+	uint32_t runs = ck->indexed ? p->count[i] : 1;
+	/* Starts beyond the first a task may have: one per retry, and in a
+	 * call with a deadline one more, when the supervisor killed its
+	 * worker for the task before, which had ended just as it struck. A
+	 * cancelled task ran only if a retry brought it back. */
+	uint32_t allowed = d->retries + (timed ? 1u : 0u) +
+	                   (st == SHP_ECANCELED ? 0u : 1u);
+
+	switch (st) {
+	case STATUS_UNSET:
+		t->lost++;
+		report(ck, "task %zu: no status", i);
+		return;
+	case 0:
+		t->completed++;
+		if (ck->indexed && runs == 0) {
+			t->wrong++;
+			report(ck, "task %zu: status 0 but never started", i);
+		}
+		if (d->out_size &&
+		    (!outp || !output_ok(outp, d->out_size,
+		                         out_word(d->salt, i, ck->indexed)))) {
+			uint64_t got = 0;
+
+			if (outp)
+				memcpy(&got, outp,
+				       d->out_size < 8 ? d->out_size : 8);
+			t->wrong++;
+			report(ck, "task %zu: status 0, wrong output (first "
+			       "word 0x%016" PRIx64 ", want 0x%016" PRIx64 ")",
+			       i, got, out_word(d->salt, i, ck->indexed));
+		}
+		break;
+	case SHP_ECRASHED:
+		t->crashed++;
+		break;
+	case SHP_ETIMEDOUT:
+		if (!timed) {
+			t->bad++;
+			report(ck, "task %zu: SHP_ETIMEDOUT without a deadline",
+			       i);
+			return;
+		}
+		t->timedout++;
+		/* A task that should take microseconds sat out the deadline
+		 * (the machine is busy): allowed, and counted. */
+		if (!desc_overruns(d, i))
+			t->slow_timeouts++;
+		if (p->start_ns && i < MAX_TIMED_N) {
+			uint64_t s = __atomic_load_n(&p->start_ns[i],
+			                             __ATOMIC_RELAXED);
+
+			if (s && t_obs - s < (uint64_t)d->timeout_ns / 2) {
+				t->bad++;
+				report(ck, "task %zu: SHP_ETIMEDOUT %.3f ms after "
+				       "it began, deadline %" PRId64 " ms", i,
+				       (double)(t_obs - s) / 1e6,
+				       d->timeout_ns / 1000000);
+			}
+		}
+		break;
+	case SHP_ECANCELED:
+		if (!ck->cancel_took) {
+			t->bad++;
+			report(ck, "task %zu: SHP_ECANCELED in a call not "
+			       "cancelled", i);
+			return;
+		}
+		t->cancelled++;
+		break;
+	default:
+		t->bad++;
+		report(ck, "task %zu: status %d (%s)", i, st, status_name(st));
+		return;
+	}
+	if (ck->indexed) {
+		uint32_t first = st == SHP_ECANCELED ? 0 : 1;
+
+		if (runs > allowed) {
+			t->dup++;
+			report(ck, "task %zu: status %d after %" PRIu32 " starts "
+			       "(retries %u)", i, st, runs, d->retries);
+		} else if (runs > first) {
+			t->retried += runs - first;
+		}
+	}
+	if (ws) {
+		bool killed = st == SHP_ECRASHED || st == SHP_ETIMEDOUT;
+
+		if (killed ? !(WIFSIGNALED(*ws) && WTERMSIG(*ws) == SIGKILL)
+		           : *ws != 0) {
+			t->bad_ws++;
+			report(ck, "task %zu: status %d with wait status 0x%x",
+			       i, st, (unsigned)*ws);
+		}
+	}
+	if (st != 0 && poison_kept && outp && !all_poison(outp, d->out_size)) {
+		t->bad++;
+		report(ck, "task %zu: status %d, yet its output was written",
+		       i, st);
+	}
+}
+
+/* ---------------------------------------------------------------- array calls */
+
+struct cb_record {
+	int ok, err; /* calls of callback and error_callback */
+	int result;  /* error_callback's */
+	shp_async *h;
+};
+
+static void on_done(shp_async *h, void *arg)
+{
+	struct cb_record *r = arg;
+
+	r->h = h;
+	__atomic_fetch_add(&r->ok, 1, __ATOMIC_RELAXED);
+}
+
+static void on_error(shp_async *h, int result, void *arg)
+{
+	struct cb_record *r = arg;
+
+	r->h = h;
+	r->result = result;
+	__atomic_fetch_add(&r->err, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * Runs an asynchronous call to the end: cancels it at its moment if asked,
+ * waits for it as asked. Returns its result, or the error of
+ * shp_map_async(_opt) (then *started is false).
+ */
+static int run_async(shp_pool *pool, struct checker *ck, const void *in,
+                     void *out, int *status,
+                     const struct shp_call_options *o, bool *started)
+{
+	const struct call_desc *d = ck->d;
+	struct cb_record cb = { 0 };
+	struct shp_call_options oc = *o;
+	shp_async *h = NULL;
+	int err, res, cret = 0;
+	size_t done = 0, total = 0;
+
+	if (d->callbacks) {
+		oc.callback = on_done;
+		oc.error_callback = on_error;
+		oc.callback_arg = &cb;
+	}
+	if (d->use_opt)
+		err = shp_map_async_opt(pool, task, ck->p, in, d->in_size, out,
+		                        d->out_size, d->n, status, &oc, &h);
+	else
+		err = shp_map_async(pool, task, ck->p, in, d->in_size, out,
+		                    d->out_size, d->n, d->chunksize, status,
+		                    &h);
+	*started = err == 0;
+	if (err) {
+		ck->t.bad_ret++;
+		report(ck, "shp_map_async%s returned %d (%s)",
+		       d->use_opt ? "_opt" : "", err, shp_strerror(err));
+		return err;
+	}
+	switch (d->cancel) {
+	case CANCEL_NONE:
+		break;
+	case CANCEL_SLEEP:
+		sleep_ns((uint64_t)d->cancel_arg * 1000);
+		/* fall through */
+	case CANCEL_NOW:
+		cret = shp_async_cancel(h);
+		break;
+	case CANCEL_PROGRESS:
+		while (shp_async_ready(h) == 0 &&
+		       shp_async_progress(h, &done, NULL) == 0 &&
+		       done < d->cancel_arg)
+			sleep_ns(100000);
+		cret = shp_async_cancel(h);
+		break;
+	}
+	if (d->cancel != CANCEL_NONE && cret != 0 && cret != -EALREADY) {
+		ck->t.bad_ret++;
+		report(ck, "shp_async_cancel returned %d (%s)", cret,
+		       shp_strerror(cret));
+	}
+	ck->cancel_took = d->cancel != CANCEL_NONE && cret == 0;
+
+	switch (d->wait) {
+	case WAIT_FOREVER:
+		err = shp_async_wait(h, -1);
+		break;
+	case WAIT_SLICES:
+		while ((err = shp_async_wait(h, d->next_timeout_ns)) ==
+		       -ETIMEDOUT)
+			;
+		break;
+	case WAIT_POLL:
+		while ((err = shp_async_ready(h)) == 0)
+			sleep_ns(200000);
+		err = err == 1 ? shp_async_wait(h, 0) : err;
+		break;
+	}
+	if (err) {
+		ck->t.bad_ret++;
+		report(ck, "shp_async_wait returned %d (%s)", err,
+		       shp_strerror(err));
+	}
+	if (shp_async_ready(h) != 1) {
+		ck->t.bad_ret++;
+		report(ck, "shp_async_ready says %d after the wait",
+		       shp_async_ready(h));
+	}
+	res = shp_async_result(h);
+	if (shp_async_progress(h, &done, &total) != 0 || total != d->n ||
+	    done > d->n || (!ck->cancel_took && done != d->n)) {
+		ck->t.bad_ret++;
+		report(ck, "progress %zu of %zu at the end", done, total);
+	}
+	if (ck->cancel_took && res != SHP_ECANCELED) {
+		ck->t.bad_ret++;
+		report(ck, "shp_async_cancel returned 0, then the result was "
+		       "%d (%s), not SHP_ECANCELED", res, shp_strerror(res));
+	}
+	if (d->callbacks) {
+		int ok = __atomic_load_n(&cb.ok, __ATOMIC_RELAXED);
+		int bad = __atomic_load_n(&cb.err, __ATOMIC_RELAXED);
+
+		if (ok + bad != 1 || (ok == 1) != (res == 0) || cb.h != h ||
+		    (bad && cb.result != res)) {
+			ck->t.bad_ret++;
+			report(ck, "result %d: callback ran %d times, "
+			       "error_callback %d times (result %d)", res, ok,
+			       bad, cb.result);
+		}
+	}
+	shp_async_free(h);
+	return res;
+}
+
+/* shp_map, shp_map_opt, shp_map_async(_opt). Returns the call's result. */
+static int run_array(shp_pool *pool, struct checker *ck)
+{
+	const struct call_desc *d = ck->d;
 	size_t n = d->n, alloc_n = n ? n : 1;
 	unsigned char *in = NULL, *out = NULL;
 	int *status = malloc(alloc_n * sizeof(int));
-	uint64_t completed = 0, crashed = 0, lost = 0, wrong = 0, dup = 0;
-	uint64_t bad = 0, execs;
-	unsigned shown = 0, deadline;
-	bool any_nonzero = false;
+	int *ws = d->wstatus ? malloc(alloc_n * sizeof(int)) : NULL;
+	struct shp_call_options o = {
+		.chunksize = d->chunksize,
+		.task_timeout_ns = d->timeout_ns,
+		.retries = d->retries,
+		.wstatus = ws,
+	};
+	bool any_nonzero = false, started = true;
+	uint64_t t_obs;
 	int ret;
 
-	if (!status) {
+	if (!status || (d->wstatus && !ws)) {
 		fprintf(stderr, "stress_map: out of memory\n");
 		exit(1);
 	}
@@ -455,8 +994,205 @@ static bool one_call(shp_pool *pool, struct params *p,
 		/* Poison: a task that never ran leaves no right answer. */
 		memset(out, POISON, alloc_n * d->out_size);
 	}
-	for (size_t i = 0; i < alloc_n; i++)
+	for (size_t i = 0; i < alloc_n; i++) {
 		status[i] = STATUS_UNSET;
+		if (ws)
+			ws[i] = WSTATUS_UNSET;
+	}
+
+	switch (d->kind) {
+	case K_MAP:
+		ret = shp_map(pool, task, ck->p, in, d->in_size, out,
+		              d->out_size, n, d->chunksize, status);
+		break;
+	case K_MAP_OPT:
+		ret = shp_map_opt(pool, task, ck->p, in, d->in_size, out,
+		                  d->out_size, n, status, d->use_opt ? &o : NULL);
+		break;
+	default:
+		ret = run_async(pool, ck, in, out, status, &o, &started);
+		break;
+	}
+	t_obs = now_ns();
+
+	if (started && !ck->cancel_took && ret != 0 && ret != SHP_ETASK) {
+		report(ck, "%s returned %d (%s)", kind_names[d->kind], ret,
+		       shp_strerror(ret));
+		ck->t.bad_ret++;
+	}
+	for (size_t i = 0; started && i < n; i++) {
+		any_nonzero |= status[i] != 0;
+		check_task(ck, i, status[i],
+		           out ? out + i * d->out_size : NULL, !d->out_arena,
+		           ws ? &ws[i] : NULL, t_obs);
+	}
+	/* The return value must agree with the statuses. */
+	if (started && !ck->cancel_took &&
+	    ((ret == 0 && any_nonzero) || (ret == SHP_ETASK && !any_nonzero))) {
+		report(ck, "%s returned %d but %s task failed",
+		       kind_names[d->kind], ret, any_nonzero ? "some" : "no");
+		ck->t.bad_ret++;
+	}
+	if (in)
+		release(pool, in, d->in_arena);
+	if (out)
+		release(pool, out, d->out_arena);
+	free(ws);
+	free(status);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- iterators */
+
+struct gen_state {
+	uint64_t salt;
+	size_t in_size, n;
+	size_t next;         /* inputs given */
+	unsigned ended;      /* times it said there was no more */
+	unsigned bad_buffer; /* times in was NULL with in_size > 0, or not */
+};
+
+static int gen_next(void *in, void *arg)
+{
+	struct gen_state *g = arg;
+
+	if (g->next >= g->n) {
+		g->ended++;
+		return 0;
+	}
+	if ((in == NULL) != (g->in_size == 0))
+		g->bad_buffer++;
+	else if (g->in_size)
+		make_input(in, g->in_size, g->salt, g->next);
+	g->next++;
+	return 1;
+}
+
+/* shp_imap, shp_imap_unordered, shp_imap_gen, read to the end. Returns 0,
+ * or the error that ended the iteration. */
+static int run_iter(shp_pool *pool, struct checker *ck)
+{
+	const struct call_desc *d = ck->d;
+	size_t n = d->n, got = 0;
+	unsigned char *in = NULL;
+	unsigned char *seen = calloc(n ? n : 1, 1);
+	struct gen_state g = { .salt = d->salt, .in_size = d->in_size, .n = n };
+	struct shp_call_options o = {
+		.chunksize = d->chunksize,
+		.task_timeout_ns = d->timeout_ns,
+		.retries = d->retries,
+	};
+	bool ordered = d->kind == K_IMAP ||
+	               (d->kind == K_IMAP_GEN && !d->unordered);
+	shp_iter *it = NULL;
+	int err, r = 0;
+
+	if (!seen) {
+		fprintf(stderr, "stress_map: out of memory\n");
+		exit(1);
+	}
+	if (d->in_size && d->kind != K_IMAP_GEN) {
+		in = buffer(pool, (n ? n : 1) * d->in_size, d->in_arena);
+		for (size_t i = 0; i < n; i++)
+			make_input(in + i * d->in_size, d->in_size, d->salt, i);
+	}
+	switch (d->kind) {
+	case K_IMAP:
+		err = shp_imap(pool, task, ck->p, in, d->in_size, n,
+		               d->out_size, d->chunksize, &it);
+		break;
+	case K_IMAP_UNORDERED:
+		err = shp_imap_unordered(pool, task, ck->p, in, d->in_size, n,
+		                         d->out_size, d->chunksize, &it);
+		break;
+	default:
+		err = shp_imap_gen(pool, task, ck->p, gen_next, &g, d->in_size,
+		                   d->out_size, d->unordered ? SHP_UNORDERED : 0,
+		                   d->use_opt ? &o : NULL, &it);
+		break;
+	}
+	if (err) {
+		ck->t.bad_ret++;
+		report(ck, "%s returned %d (%s)", kind_names[d->kind], err,
+		       shp_strerror(err));
+		goto out;
+	}
+	for (;;) {
+		size_t idx = SIZE_MAX;
+		const void *outp = &outp; /* must be overwritten */
+		int st = STATUS_UNSET;
+
+		r = shp_iter_next(it, &idx, &outp, &st, d->next_timeout_ns);
+		if (r == -ETIMEDOUT && d->next_timeout_ns >= 0)
+			continue;
+		if (r == 0)
+			break;
+		if (r != 1) {
+			ck->t.bad_ret++;
+			report(ck, "shp_iter_next returned %d (%s) after %zu "
+			       "results", r, shp_strerror(r), got);
+			break;
+		}
+		if (idx >= n) {
+			ck->t.bad++;
+			report(ck, "result %zu: index %zu out of range", got,
+			       idx);
+			continue;
+		}
+		if (seen[idx]) {
+			ck->t.dup++;
+			report(ck, "index %zu delivered twice", idx);
+			continue;
+		}
+		if (ordered && idx != got) {
+			ck->t.bad++;
+			report(ck, "result %zu of an ordered iterator is index "
+			       "%zu", got, idx);
+		}
+		if ((outp == NULL) != (d->out_size == 0)) {
+			ck->t.bad++;
+			report(ck, "index %zu: output pointer %p with out_size "
+			       "%zu", idx, outp, d->out_size);
+			outp = NULL;
+		}
+		seen[idx] = 1;
+		got++;
+		check_task(ck, idx, st, outp, false, NULL, now_ns());
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!seen[i])
+			check_task(ck, i, STATUS_UNSET, NULL, false, NULL, 0);
+	if (d->kind == K_IMAP_GEN && r == 0 &&
+	    (g.next != n || g.ended != 1 || g.bad_buffer)) {
+		ck->t.bad_ret++;
+		report(ck, "generator: %zu inputs taken, told %u times there "
+		       "were no more, %u wrong buffers", g.next, g.ended,
+		       g.bad_buffer);
+	}
+out:
+	shp_iter_free(it);
+	if (in)
+		release(pool, in, d->in_arena);
+	free(seen);
+	return err ? err : r;
+}
+
+/* ---------------------------------------------------------------- one call */
+
+/* Runs and checks one call; returns false on any violation. */
+static bool one_call(shp_pool *pool, struct params *p,
+                     const struct call_desc *d, struct totals *tot,
+                     struct killer_stats *ks, uint64_t seed)
+{
+	struct checker ck = { .d = d, .p = p };
+	size_t n = d->n, alloc_n = n ? n : 1;
+	struct tally *t = &ck.t;
+	uint64_t execs, k0, kd;
+	unsigned deadline;
+	bool timed = d->timeout_ns > 0;
+	int ret;
+
+	ck.indexed = d->in_size > 0;
 	p->salt = d->salt;
 	p->n = n;
 	p->in_size = (uint32_t)d->in_size;
@@ -464,11 +1200,25 @@ static bool one_call(shp_pool *pool, struct params *p,
 	p->mode = d->mode;
 	p->spin_max_ns = d->spin_max_ns;
 	p->long_every = d->long_every;
+	p->noverrun = d->noverrun;
+	for (unsigned k = 0; k < MAX_OVERRUN; k++)
+		p->overrun[k] = k < d->noverrun ? d->overrun[k] : UINT64_MAX;
+	/* Long past the deadline (enforced to within an eighth of it). */
+	p->overrun_ns = (uint64_t)d->timeout_ns * 20;
+	if (p->overrun_ns < 1000000000u)
+		p->overrun_ns = 1000000000u;
 	p->execs = 0;
 	memset(p->count, 0, alloc_n * sizeof(p->count[0]));
+	p->start_ns = timed ? start_buf : NULL;
+	if (timed)
+		memset(start_buf, 0,
+		       (n < MAX_TIMED_N ? alloc_n : MAX_TIMED_N) *
+		               sizeof(start_buf[0]));
 
-	/* Generous: a slow machine, every task of a long call crashing. */
-	deadline = 60 + (unsigned)(n / 100000) + 1;
+	/* Generous: a slow machine, every task of a long call crashing,
+	 * each overrunning task running out its deadline once per retry. */
+	deadline = 60 + (unsigned)(n / 100000) + 1 +
+	           d->noverrun * (d->retries + 1);
 	alarm_len = 0;
 	{
 		int k = snprintf(alarm_msg, sizeof(alarm_msg),
@@ -481,97 +1231,80 @@ static bool one_call(shp_pool *pool, struct params *p,
 			alarm_len = sizeof(alarm_msg) - 2;
 		alarm_msg[alarm_len++] = '\n';
 	}
+	k0 = __atomic_load_n(&ks->kills, __ATOMIC_RELAXED);
 	alarm(deadline);
-	ret = shp_map(pool, task, p, in, d->in_size, out, d->out_size, n,
-	              d->chunksize, status);
+	if (d->kind >= K_IMAP)
+		ret = run_iter(pool, &ck);
+	else
+		ret = run_array(pool, &ck);
 	alarm(0);
+	kd = __atomic_load_n(&ks->kills, __ATOMIC_RELAXED) - k0;
 	execs = __atomic_load_n(&p->execs, __ATOMIC_RELAXED);
 
-	if (ret != 0 && ret != SHP_ETASK) {
-		report(d, &shown, "shp_map returned %d (%s)", ret,
-		       shp_strerror(ret));
-		tot->bad_ret++;
+	if (!ck.indexed && d->retries) {
+		/* Starts beyond the tasks that can have started: at least
+		 * that many re-runs. */
+		uint64_t could = t->completed + t->crashed + t->timedout +
+		                 t->cancelled;
+
+		if (execs > could)
+			t->retried += execs - could;
 	}
-	for (size_t i = 0; i < n; i++) {
-		int st = status[i];
-		uint32_t runs = d->in_size ? p->count[i] : 1;
-
-		if (st != 0)
-			any_nonzero = true;
-		if (st == STATUS_UNSET) {
-			lost++;
-			report(d, &shown, "task %zu: no status", i);
-		} else if (st == SHP_ECRASHED) {
-			crashed++;
-			if (runs > 1) {
-				dup++;
-				report(d, &shown, "task %zu: crashed after "
-				       "%" PRIu32 " starts", i, runs);
-			}
-		} else if (st != 0) {
-			bad++;
-			report(d, &shown, "task %zu: status %d (%s)", i, st,
-			       st == TASK_BAD_INDEX ? "input names another index" :
-			       st == TASK_BAD_INPUT ? "input corrupt" :
-			       st < 0 ? shp_strerror(st) : "?");
-		} else {
-			completed++;
-			if (runs != 1) {
-				if (runs)
-					dup++;
-				else
-					wrong++;
-				report(d, &shown, "task %zu: status 0 after "
-				       "%" PRIu32 " starts", i, runs);
-			}
-			if (d->out_size &&
-			    !output_ok(out + i * d->out_size, d->out_size,
-			               out_word(d->salt, i, d->in_size > 0))) {
-				uint64_t got;
-
-				memcpy(&got, out + i * d->out_size,
-				       d->out_size < 8 ? d->out_size : 8);
-				wrong++;
-				report(d, &shown, "task %zu: status 0, wrong "
-				       "output (first word 0x%016" PRIx64
-				       ", want 0x%016" PRIx64 ")", i, got,
-				       out_word(d->salt, i, d->in_size > 0));
-			}
+	/* A kill crashes, or has re-run, at most the one task its worker
+	 * was running (the supervisor's own deadline kills are not counted
+	 * here: they give SHP_ETIMEDOUT, or re-run a task just begun). */
+	if (t->crashed + (timed ? 0 : t->retried) > kd + KILL_SLACK) {
+		t->excess++;
+		report(&ck, "%" PRIu64 " crashed and %" PRIu64 " re-run tasks "
+		       "for %" PRIu64 " kills during the call", t->crashed,
+		       t->retried, kd);
+	}
+	if (d->retries || timed) {
+		if (!ck.indexed && execs > n + kd + KILL_SLACK) {
+			t->dup++;
+			report(&ck, "%" PRIu64 " task starts for %zu tasks and "
+			       "%" PRIu64 " kills", execs, n, kd);
 		}
-	}
-	/* The return value must agree with the statuses. */
-	if ((ret == 0 && any_nonzero) || (ret == SHP_ETASK && !any_nonzero)) {
-		report(d, &shown, "shp_map returned %d but %s task failed", ret,
-		       any_nonzero ? "some" : "no");
-		tot->bad_ret++;
-	}
-	if (execs > n || execs < completed) {
+	} else if (execs > n || execs < t->completed) {
 		if (execs > n)
-			dup++;
+			t->dup++;
 		else
-			wrong++;
-		report(d, &shown, "%" PRIu64 " task starts for %zu tasks, "
-		       "%" PRIu64 " completed", execs, n, completed);
+			t->wrong++;
+		report(&ck, "%" PRIu64 " task starts for %zu tasks, "
+		       "%" PRIu64 " completed", execs, n, t->completed);
 	}
 	if (getenv("SHP_STRESS_VERBOSE"))
 		fprintf(stderr, "  ret=%d completed=%" PRIu64 " crashed=%"
-		        PRIu64 " starts=%" PRIu64 "\n", ret, completed, crashed,
-		        execs);
+		        PRIu64 " timedout=%" PRIu64 " cancelled=%" PRIu64
+		        " retried=%" PRIu64 " starts=%" PRIu64 " kills=%" PRIu64
+		        "%s\n", ret, t->completed, t->crashed, t->timedout,
+		        t->cancelled, t->retried, execs, kd,
+		        ck.cancel_took ? " cancel-took" : "");
 
 	tot->calls++;
 	tot->tasks += n;
-	tot->completed += completed;
-	tot->crashed += crashed;
-	tot->lost += lost;
-	tot->wrong += wrong;
-	tot->dup += dup;
-	tot->bad_status += bad;
-	if (in)
-		release(pool, in, d->in_arena);
-	if (out)
-		release(pool, out, d->out_arena);
-	free(status);
-	return shown == 0;
+	tot->kind_calls[d->kind]++;
+	tot->kind_tasks[d->kind] += n;
+	tot->completed += t->completed;
+	tot->crashed += t->crashed;
+	tot->lost += t->lost;
+	tot->wrong += t->wrong;
+	tot->dup += t->dup;
+	tot->bad_status += t->bad;
+	tot->bad_ret += t->bad_ret;
+	tot->retried += t->retried;
+	tot->timedout += t->timedout;
+	tot->slow_timeouts += t->slow_timeouts;
+	tot->cancelled += t->cancelled;
+	tot->bad_wstatus += t->bad_ws;
+	tot->excess += t->excess;
+	tot->retry_calls += d->retries > 0;
+	tot->timed_calls += timed;
+	tot->cancel_calls += ck.cancel_took;
+	tot->cancel_late += d->cancel != CANCEL_NONE && !ck.cancel_took;
+	tot->overruns += d->noverrun;
+	tot->callbacks += d->callbacks;
+	return ck.shown == 0;
 }
 
 /* Finds the supervisor: right after shp_pool_create it is our only child. */
@@ -653,9 +1386,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	p = shp_alloc(pool, sizeof(*p) + MAX_N * sizeof(p->count[0]));
+	start_buf = shp_alloc(pool, MAX_TIMED_N * sizeof(start_buf[0]));
 	ks = mmap(NULL, sizeof(*ks), PROT_READ | PROT_WRITE,
 	          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (!p || ks == MAP_FAILED) {
+	if (!p || !start_buf || ks == MAP_FAILED) {
 		fprintf(stderr, "stress_map: out of memory\n");
 		return 1;
 	}
@@ -684,12 +1418,12 @@ int main(int argc, char **argv)
 
 		pick_call(&d, tot.calls);
 		if (verbose) {
-			char desc[256];
+			char desc[512];
 
 			describe(desc, sizeof(desc), &d);
 			fprintf(stderr, "%s\n", desc);
 		}
-		if (!one_call(pool, p, &d, &tot, seed)) {
+		if (!one_call(pool, p, &d, &tot, ks, seed)) {
 			ok = false;
 			break;
 		}
@@ -729,11 +1463,27 @@ int main(int argc, char **argv)
 	       " completed=%" PRIu64 " kills=%" PRIu64 " crashed=%" PRIu64
 	       " lost=%" PRIu64 " wrong=%" PRIu64 " dup=%" PRIu64
 	       " bad_status=%" PRIu64 " bad_ret=%" PRIu64 " hangs=0"
-	       " crashed_per_kill=%.3f procs_left=%u shm_left=%d\n",
+	       " crashed_per_kill=%.3f procs_left=%u shm_left=%d",
 	       elapsed, workers, interval, seed, tot.calls, tot.tasks,
 	       tot.completed, kills, tot.crashed, tot.lost, tot.wrong, tot.dup,
 	       tot.bad_status, tot.bad_ret, ratio, left_procs + nremain,
 	       left_shm);
+	/* The same line goes on: what the calls were, and the outcomes the
+	 * options allow. */
+	for (int k = 0; k < NKINDS; k++)
+		printf(" %s_calls=%" PRIu64 " %s_tasks=%" PRIu64,
+		       kind_names[k], tot.kind_calls[k], kind_names[k],
+		       tot.kind_tasks[k]);
+	printf(" retry_calls=%" PRIu64 " retried=%" PRIu64
+	       " timed_calls=%" PRIu64 " overruns=%" PRIu64
+	       " timedout=%" PRIu64 " slow_timeouts=%" PRIu64
+	       " cancel_calls=%" PRIu64 " cancel_late=%" PRIu64
+	       " cancelled=%" PRIu64 " callback_calls=%" PRIu64
+	       " bad_wstatus=%" PRIu64 " excess=%" PRIu64 "\n",
+	       tot.retry_calls, tot.retried, tot.timed_calls, tot.overruns,
+	       tot.timedout, tot.slow_timeouts, tot.cancel_calls,
+	       tot.cancel_late, tot.cancelled, tot.callbacks, tot.bad_wstatus,
+	       tot.excess);
 
 	/* A kill crashes at most the one task its worker was running. */
 	if (tot.crashed > kills) {
