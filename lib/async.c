@@ -206,6 +206,10 @@ static bool drive(struct shp_pool *pool, struct shp_async **running,
 		*p = h->next;
 		pthread_mutex_lock(&pool->lock);
 		SHP_STORE(h->state, CALLBACK);
+		/* A cancel that got in before this (it returned 0) holds,
+		 * even if every task had run by then. */
+		if (h->cancel_req)
+			c->cancelled = true;
 		pthread_mutex_unlock(&pool->lock);
 		settle(h, r < 0 ? r : 0);
 		h->next = *done;

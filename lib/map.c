@@ -117,6 +117,13 @@ int shp__call_init(struct call *c, struct shp_pool *pool, shp_fn fn,
 	c->iter = form & SHP_FORM_ITER;
 	c->in_io = choose_io(pool, in, in_size, n);
 	c->out_io = choose_io(pool, out, out_size, n);
+	/* Inline input and output share the slot's bytes: the output
+	 * overwrites the input. A task that may be re-run after it started
+	 * (retries; a deadline kill that hits the next task) must find its
+	 * input again: stage it instead. */
+	if (c->in_io == SHP_IO_INLINE && c->out_io == SHP_IO_INLINE &&
+	    (c->retries || c->task_timeout_ns))
+		c->in_io = SHP_IO_STAGED;
 	return 0;
 }
 

@@ -95,9 +95,11 @@ static void flush_pending(struct sup *s)
  */
 static int verdict(const struct kill_record *k, const struct shp__task *t,
                    uint64_t running, uint32_t retries, uint32_t sidx,
-                   uint64_t ticket)
+                   uint64_t ticket, int wstatus)
 {
-	if (k->running) {
+	/* Our kill, unless the worker had died of something else already
+	 * (it is killed as overdue before it is reaped). */
+	if (k->running && WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL) {
 		if (k->running == running && k->call == t->call &&
 		    k->gen == t->gen)
 			return SHP_ETIMEDOUT;
@@ -168,7 +170,7 @@ static void salvage(struct sup *s, unsigned idx, int wstatus)
 			continue;
 		st = SHP_LOAD(w->running) == i + 1
 		             ? verdict(&s->killed[idx], &t, i + 1, retries,
-		                       sidx, tb + i)
+		                       sidx, tb + i, wstatus)
 		             : 0;
 		if (st) {
 			sl->status = st;

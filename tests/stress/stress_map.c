@@ -316,6 +316,10 @@ static int task(const void *in, void *out, void *ctx)
 		i = w ^ p->salt;
 		if (i >= p->n)
 			return TASK_BAD_INDEX;
+		/* As soon as it can: the pool's own start is just before. */
+		if (p->start_ns && i < MAX_TIMED_N)
+			__atomic_store_n(&p->start_ns[i], now_ns(),
+			                 __ATOMIC_RELAXED);
 		for (size_t k = 1; 8 * k < p->in_size; k++) {
 			size_t len = p->in_size - 8 * k < 8 ? p->in_size - 8 * k : 8;
 
@@ -323,9 +327,6 @@ static int task(const void *in, void *out, void *ctx)
 			if (memcmp(b + 8 * k, &w, len) != 0)
 				return TASK_BAD_INPUT;
 		}
-		if (p->start_ns && i < MAX_TIMED_N)
-			__atomic_store_n(&p->start_ns[i], now_ns(),
-			                 __ATOMIC_RELAXED);
 		__atomic_fetch_add(&p->count[i], 1, __ATOMIC_RELAXED);
 	}
 	started = __atomic_fetch_add(&p->execs, 1, __ATOMIC_RELAXED);
@@ -1259,19 +1260,18 @@ static bool one_call(shp_pool *pool, struct params *p,
 		       "for %" PRIu64 " kills during the call", t->crashed,
 		       t->retried, kd);
 	}
-	if (d->retries || timed) {
-		if (!ck.indexed && execs > n + kd + KILL_SLACK) {
-			t->dup++;
-			report(&ck, "%" PRIu64 " task starts for %zu tasks and "
-			       "%" PRIu64 " kills", execs, n, kd);
-		}
-	} else if (execs > n || execs < t->completed) {
-		if (execs > n)
-			t->dup++;
-		else
+	/* Every start, all indices: what tasks without an index allow. With
+	 * one, each task's own count was checked above. */
+	if (execs < t->completed ||
+	    (!d->retries && !timed && execs > n) ||
+	    (!ck.indexed && execs > n + kd + KILL_SLACK)) {
+		if (execs < t->completed)
 			t->wrong++;
+		else
+			t->dup++;
 		report(&ck, "%" PRIu64 " task starts for %zu tasks, "
-		       "%" PRIu64 " completed", execs, n, t->completed);
+		       "%" PRIu64 " completed, %" PRIu64 " kills", execs, n,
+		       t->completed, kd);
 	}
 	if (getenv("SHP_STRESS_VERBOSE"))
 		fprintf(stderr, "  ret=%d completed=%" PRIu64 " crashed=%"

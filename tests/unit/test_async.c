@@ -391,6 +391,36 @@ Test(async, empty_map_async_succeeds, .timeout = 20)
 	shp_pool_destroy(p);
 }
 
+/* A cancel that returns 0 makes the result SHP_ECANCELED, however close
+ * to the call's end it lands: here after every task is done. */
+Test(async, cancel_that_returns_zero_takes_effect, .timeout = 30)
+{
+	shp_pool *p = pool_of(2, 0);
+	int took = 0, wrong = 0;
+
+	for (int k = 0; k < 2000; k++) {
+		int in[4] = { k, k + 1, k + 2, k + 3 }, out[4], st[4];
+		size_t done = 0;
+		shp_async *h;
+		int c;
+
+		cr_assert_eq(shp_map_async(p, triple, NULL, in, sizeof(int), out,
+		                           sizeof(int), 4, 1, st, &h), 0);
+		while (shp_async_progress(h, &done, NULL) == 0 && done < 4)
+			;
+		c = shp_async_cancel(h);
+		cr_assert_eq(shp_async_wait(h, -1), 0);
+		cr_assert(c == 0 || c == -EALREADY, "cancel gave %d", c);
+		took += c == 0;
+		wrong += c == 0 && shp_async_result(h) != SHP_ECANCELED;
+		wrong += c == -EALREADY && shp_async_result(h) != 0;
+		shp_async_free(h);
+	}
+	cr_expect_eq(wrong, 0, "%d results disagree with their cancel (%d "
+	             "cancels took)", wrong, took);
+	shp_pool_destroy(p);
+}
+
 #define NCALLS 40
 #define CALL_N 50
 

@@ -308,6 +308,57 @@ Test(options, retries_rerun_a_task_that_killed_its_worker, .timeout = 30)
 	munmap(att, RN * sizeof(uint32_t));
 }
 
+/* ctx: attempt counters (shared memory). Writes its output, then kills
+ * its own worker on its first attempt: the retry must still see its
+ * input, although input and output both fit in the result slot. */
+static int write_then_die(const void *in, void *out, void *ctx)
+{
+	uint64_t x;
+
+	memcpy(&x, in, sizeof(x));
+	if (x >= RN)
+		return 71; /* the input is not an index: it was overwritten */
+	x |= 0xdead000000000000ull;
+	memcpy(out, &x, sizeof(x));
+	if (__atomic_fetch_add(&((uint32_t *)ctx)[x & 0xff], 1,
+	                       __ATOMIC_SEQ_CST) == 0)
+		raise(SIGKILL);
+	return 0;
+}
+
+Test(options, retried_task_gets_its_input_back, .timeout = 30)
+{
+	static const size_t sizes[][2] = { { 8, 8 }, { 48, 48 }, { 13, 48 } };
+	uint32_t *att = shared_map(RN * sizeof(uint32_t));
+	shp_pool *p = pool_of(2, 0);
+
+	for (size_t k = 0; k < 3; k++) {
+		size_t is = sizes[k][0], os = sizes[k][1];
+		unsigned char in[RN * 48] = { 0 }, out[RN * 48];
+		struct shp_call_options o = { .retries = 1, .chunksize = 1 };
+		int st[RN];
+
+		for (uint64_t i = 0; i < RN; i++) {
+			memcpy(in + i * is, &i, sizeof(i));
+			__atomic_store_n(&att[i], 0, __ATOMIC_SEQ_CST);
+		}
+		cr_expect_eq(shp_map_opt(p, write_then_die, att, in, is, out, os,
+		                         RN, st, &o), 0, "sizes %zu/%zu", is, os);
+		for (uint64_t i = 0; i < RN; i++) {
+			uint64_t v;
+
+			memcpy(&v, out + i * os, sizeof(v));
+			cr_expect_eq(st[i], 0, "sizes %zu/%zu: status[%d] = %d",
+			             is, os, (int)i, st[i]);
+			cr_expect_eq(v, 0xdead000000000000ull | i);
+			cr_expect_eq(att[i], 2, "task %d ran %u times", (int)i,
+			             att[i]);
+		}
+	}
+	shp_pool_destroy(p);
+	munmap(att, RN * sizeof(uint32_t));
+}
+
 Test(options, retries_run_out_for_a_task_that_always_crashes, .timeout = 30)
 {
 	uint32_t *att = shared_map(RN * sizeof(uint32_t));
