@@ -50,6 +50,15 @@ long stretch_ms(long ms)
 	return (long)(slack(ms * MS) / MS);
 }
 
+size_t scaled(size_t n)
+{
+	const char *s = getenv("SHP_TEST_SCALE");
+
+	if (s && atoi(s) > 1)
+		n /= (size_t)atoi(s);
+	return n;
+}
+
 int *iota(size_t n)
 {
 	int *v = malloc(n * sizeof(int));

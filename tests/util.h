@@ -42,6 +42,9 @@ uint64_t mix(uint64_t x);
 int64_t slack(int64_t ns);
 /* Task durations that timing assertions rest on, in ms, likewise. */
 long stretch_ms(long ms);
+/* Task or iteration counts: n, divided by SHP_TEST_SCALE when set (the
+ * valgrind runs). */
+size_t scaled(size_t n);
 
 /* n ints 0, 1, ... n - 1, malloc()ed. */
 int *iota(size_t n);

@@ -396,9 +396,10 @@ Test(async, empty_map_async_succeeds, .timeout = 20)
 Test(async, cancel_that_returns_zero_takes_effect, .timeout = 30)
 {
 	shp_pool *p = pool_of(2, 0);
+	const int calls = (int)scaled(2000);
 	int took = 0, wrong = 0;
 
-	for (int k = 0; k < 2000; k++) {
+	for (int k = 0; k < calls; k++) {
 		int in[4] = { k, k + 1, k + 2, k + 3 }, out[4], st[4];
 		size_t done = 0;
 		shp_async *h;

@@ -32,16 +32,6 @@
  * produced, beyond the results taken so far. */
 #define IN_FLIGHT_BOUND 4096
 
-/* Task counts shrink under valgrind. */
-static size_t scaled(size_t n)
-{
-	const char *s = getenv("SHP_TEST_SCALE");
-
-	if (s && atoi(s) > 1)
-		n /= (size_t)atoi(s);
-	return n;
-}
-
 #define WATCHDOG_S 90
 
 WATCHDOG_SUITE(iter, (unsigned)stretch_ms(WATCHDOG_S * 1000) / 1000);
