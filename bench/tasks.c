@@ -713,12 +713,12 @@ static void judge(struct variant *v, struct bench_row *row, const struct variant
 
 	if (!row->ratio) {
 		row->met = -1;
-		snprintf(buf, sizeof(buf), "%s; not judged: %s has no figure", v->note,
+		snprintf(buf, sizeof(buf), "%.160s; not judged: %.60s has no figure", v->note,
 		         vs->name);
 	} else {
 		row->met = v->at_least ? row->ratio >= v->target_ratio
 		                       : row->ratio <= v->target_ratio;
-		snprintf(buf, sizeof(buf), "%s; %s: %.1f vs %.1f ns/task = %.2fx, target %s %gx",
+		snprintf(buf, sizeof(buf), "%.120s; %s: %.1f vs %.1f ns/task = %.2fx, target %s %gx",
 		         v->note, row->met ? "met" : "MISSED", median_of(v), median_of(vs),
 		         row->ratio, v->at_least ? ">=" : "<=", v->target_ratio);
 	}
