@@ -287,6 +287,86 @@ SHP_EXPORT void *shp_alloc(shp_pool *pool, size_t size);
 /* Frees memory from shp_alloc(). NULL is a no-op; anything else is ignored. */
 SHP_EXPORT void shp_free(shp_pool *pool, void *p);
 
+/*
+ * A bounded multi-producer, multi-consumer queue of fixed-size elements in
+ * shared memory (Python's multiprocessing.Queue, without pickling): every
+ * process forked after shp_queue_create shares it, each of their threads
+ * may put and get at once, and no pool is needed. Lock-free: a put or get
+ * never waits for another one in flight, and a process killed in the
+ * middle of one never wedges the queue. The put it was in either happened
+ * or did not (its element is delivered once, or never); the element a get
+ * was taking is delivered to another getter. Order is first in, first
+ * out, except for an element so recovered. Empty and full waits sleep on
+ * futexes: a put wakes a sleeping getter in microseconds.
+ *
+ * At most 1024 threads (of all processes together) may use one queue at a
+ * time: a thread takes a participant entry at its first put or get and
+ * keeps it until its process exits; entries of dead processes are taken
+ * back as needed.
+ */
+typedef struct shp_queue shp_queue;
+
+/*
+ * Creates a queue of capacity elements of elem_size bytes each, in a
+ * MAP_SHARED anonymous mapping (no name in /dev/shm; the memory goes when
+ * the last process unmaps it). Needs /proc, to tell a dead participant
+ * from a live one. Returns 0 and sets *q, or -EINVAL (NULL q, a size or
+ * capacity of 0, capacity over 1 << 30, elem_size over 1 MiB), -ENOMEM,
+ * -ENOSYS (no /proc).
+ */
+SHP_EXPORT int shp_queue_create(shp_queue **q, size_t elem_size,
+                                size_t capacity);
+
+/*
+ * Puts one element (elem_size bytes), waiting up to timeout_ns for room.
+ * Returns 0; -ETIMEDOUT (still full; timeout 0 never waits); SHP_ECLOSED
+ * (closed: nothing was put); -EUSERS (1024 live threads already use the
+ * queue); -EINVAL.
+ */
+SHP_EXPORT int shp_queue_put(shp_queue *q, const void *elem,
+                             int64_t timeout_ns);
+/*
+ * Takes the oldest element into elem, waiting up to timeout_ns for one.
+ * Returns 1; 0 once the queue is closed and every element put before the
+ * close was taken (the end marker: every later get returns 0 too);
+ * -ETIMEDOUT; -EUSERS; -EINVAL.
+ */
+SHP_EXPORT int shp_queue_get(shp_queue *q, void *elem, int64_t timeout_ns);
+/* shp_queue_put and _get that never wait: -EAGAIN instead of -ETIMEDOUT
+ * when full (empty). */
+SHP_EXPORT int shp_queue_tryput(shp_queue *q, const void *elem);
+SHP_EXPORT int shp_queue_tryget(shp_queue *q, void *elem);
+
+/*
+ * Puts n elements (n * elem_size bytes, in order), in as few steps as room
+ * allows, waiting up to timeout_ns in all. Returns n, or how many were put
+ * when the time ran out or the queue was closed part-way (then the rest
+ * were not), or the error when none was: -ETIMEDOUT, SHP_ECLOSED, -EUSERS,
+ * -EINVAL (also for n over INT_MAX).
+ */
+SHP_EXPORT int shp_queue_put_bulk(shp_queue *q, const void *elems, size_t n,
+                                  int64_t timeout_ns);
+/*
+ * Takes between 1 and max elements, as many as are there, waiting up to
+ * timeout_ns for the first. Returns how many; 0 at the end marker;
+ * -ETIMEDOUT, -EUSERS, -EINVAL (also for max over INT_MAX).
+ */
+SHP_EXPORT int shp_queue_get_bulk(shp_queue *q, void *elems, size_t max,
+                                  int64_t timeout_ns);
+
+/* Accepts no more puts (they return SHP_ECLOSED); getters take what is
+ * left, then get the end marker. Wakes every sleeper. Any participant may
+ * close; closing again does nothing. 0 or -EINVAL. */
+SHP_EXPORT int shp_queue_close(shp_queue *q);
+
+/* Elements in the queue: a snapshot, exact when nobody puts or gets.
+ * -EINVAL for NULL. */
+SHP_EXPORT int64_t shp_queue_count(const shp_queue *q);
+
+/* Unmaps the queue from the calling process; the others keep theirs. No
+ * thread of this process may use q after. NULL ok. */
+SHP_EXPORT void shp_queue_destroy(shp_queue *q);
+
 /* A description of err (a -errno or an SHP_E* code); never NULL. */
 SHP_EXPORT const char *shp_strerror(int err);
 

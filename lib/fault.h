@@ -1,5 +1,6 @@
 /*
- * Fault injection: named kill points in the workers' protocols, for tests.
+ * Fault injection: named kill points in the workers' protocols and the
+ * public queue's, for tests.
  *
  * SHP_FAULT(NAME) marks a step of the ring, slot or claim protocols after
  * which the death of a worker leaves a distinct state in shared memory.
@@ -39,7 +40,15 @@
 	X(RUN_NOTIFIED, "slot DONE, caller woken")                             \
 	X(LOOP_RAN, "claim (NONE, 1), every task of the chunk DONE")           \
 	X(LOOP_RELEASED, "claim (NONE, 0): chunk finished, holds nothing")     \
-	X(IDLE_SLEEPER, "SLEEPERS set on work_ec by a process now dead")
+	X(IDLE_SLEEPER, "SLEEPERS set on work_ec by a process now dead")      \
+	X(QPUT_CLAIMED, "queue: claim (PUT, t, k) stored, tail CAS not tried") \
+	X(QPUT_WON, "queue: tail won, nothing written: cells EMPTY")           \
+	X(QPUT_WRITTEN, "queue: an element written, its cell still EMPTY")     \
+	X(QPUT_PUBLISHED, "queue: every cell FULL, claim not dropped")         \
+	X(QGET_CLAIMED, "queue: claim (GET, h, k) stored, head CAS not tried") \
+	X(QGET_WON, "queue: head won, cells FULL, nothing copied")             \
+	X(QGET_COPIED, "queue: an element copied, its cell still FULL")        \
+	X(QGET_RELEASED, "queue: every cell released, claim not dropped")
 
 enum shp__fault_point {
 #define SHP_FAULT_ENUM(name, what) SHP_FAULT_##name,

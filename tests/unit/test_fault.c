@@ -351,7 +351,8 @@ ParameterizedTestParameters(fault, every_point)
 	                               NLAYOUTS];
 	size_t n = 0;
 
-	for (int p = 0; p < SHP_FAULT_NPOINTS; p++) {
+	/* The pool's points; the queue's are swept in test_queue. */
+	for (int p = 0; p < SHP_FAULT_QPUT_CLAIMED; p++) {
 		bool last = p == SHP_FAULT_WORKER_START ||
 		            !may_miss((enum shp__fault_point)p);
 

@@ -1,0 +1,562 @@
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shmpool.h"
+
+#include "atomic.h"
+#include "fault.h"
+#include "util.h"
+
+WATCHDOG_SUITE(queue, 120);
+
+static shp_queue *queue_of(size_t elem_size, size_t cap)
+{
+	shp_queue *q;
+
+	cr_assert_eq(shp_queue_create(&q, elem_size, cap), 0);
+	return q;
+}
+
+/* Forks a child running fn(q, arg), which exits with fn's return value. */
+static pid_t spawn(int (*fn)(shp_queue *, long), shp_queue *q, long arg)
+{
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(fn(q, arg));
+	return pid;
+}
+
+static int exit_code(pid_t pid)
+{
+	int ws;
+
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+}
+
+/* ------------------------------------------------------------ arguments */
+
+Test(queue, create_rejects_bad_arguments, .timeout = 10)
+{
+	shp_queue *q = (shp_queue *)&q;
+
+	cr_expect_eq(shp_queue_create(NULL, 8, 8), -EINVAL);
+	cr_expect_eq(shp_queue_create(&q, 0, 8), -EINVAL);
+	cr_expect_null(q);
+	cr_expect_eq(shp_queue_create(&q, 8, 0), -EINVAL);
+	cr_expect_eq(shp_queue_create(&q, (1 << 20) + 1, 8), -EINVAL);
+	cr_expect_eq(shp_queue_create(&q, 8, ((size_t)1 << 30) + 1), -EINVAL);
+	cr_expect_eq(shp_queue_create(&q, SIZE_MAX, SIZE_MAX), -EINVAL);
+}
+
+Test(queue, calls_reject_bad_arguments, .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(int), 4);
+	int v = 1, buf[4];
+
+	cr_expect_eq(shp_queue_put(NULL, &v, -1), -EINVAL);
+	cr_expect_eq(shp_queue_put(q, NULL, -1), -EINVAL);
+	cr_expect_eq(shp_queue_get(NULL, &v, -1), -EINVAL);
+	cr_expect_eq(shp_queue_get(q, NULL, -1), -EINVAL);
+	cr_expect_eq(shp_queue_tryput(q, NULL), -EINVAL);
+	cr_expect_eq(shp_queue_tryget(NULL, buf), -EINVAL);
+	cr_expect_eq(shp_queue_put_bulk(q, buf, 0, -1), -EINVAL);
+	cr_expect_eq(shp_queue_put_bulk(q, buf, (size_t)INT_MAX + 1, -1),
+	             -EINVAL);
+	cr_expect_eq(shp_queue_get_bulk(q, buf, 0, -1), -EINVAL);
+	cr_expect_eq(shp_queue_close(NULL), -EINVAL);
+	cr_expect_eq(shp_queue_count(NULL), -EINVAL);
+	cr_expect_eq(shp_queue_count(q), 0, "a rejected call changed the queue");
+	shp_queue_destroy(NULL);
+	shp_queue_destroy(q);
+}
+
+/* ------------------------------------------------------------ one process */
+
+Test(queue, fifo_order_and_count, .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(long), 64);
+	long v;
+
+	for (long round = 0; round < 100; round++) {
+		for (long i = 0; i < 50; i++)
+			cr_assert_eq(shp_queue_put(q, &(long){ round * 50 + i },
+			                           -1), 0);
+		cr_assert_eq(shp_queue_count(q), 50);
+		for (long i = 0; i < 50; i++) {
+			cr_assert_eq(shp_queue_get(q, &v, -1), 1);
+			cr_assert_eq(v, round * 50 + i);
+		}
+		cr_assert_eq(shp_queue_count(q), 0);
+	}
+	shp_queue_destroy(q);
+}
+
+Test(queue, capacity_is_exact_when_not_a_power_of_two, .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(int), 3);
+	int v;
+
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(shp_queue_tryput(q, &i), 0);
+	cr_expect_eq(shp_queue_tryput(q, &v), -EAGAIN);
+	cr_expect_eq(shp_queue_put(q, &v, 0), -ETIMEDOUT);
+	cr_expect_eq(shp_queue_count(q), 3);
+	cr_assert_eq(shp_queue_tryget(q, &v), 1);
+	cr_expect_eq(v, 0);
+	cr_expect_eq(shp_queue_tryput(q, &(int){ 3 }), 0);
+	cr_expect_eq(shp_queue_tryput(q, &v), -EAGAIN);
+	for (int i = 1; i <= 3; i++) {
+		cr_assert_eq(shp_queue_tryget(q, &v), 1);
+		cr_expect_eq(v, i);
+	}
+	cr_expect_eq(shp_queue_tryget(q, &v), -EAGAIN);
+	shp_queue_destroy(q);
+}
+
+Test(queue, bulk_put_and_get_keep_order, .timeout = 10)
+{
+	shp_queue *q = queue_of(3 * sizeof(int), 16);
+	int in[10][3], out[16][3];
+
+	for (int i = 0; i < 10; i++)
+		for (int k = 0; k < 3; k++)
+			in[i][k] = i * 3 + k;
+	cr_assert_eq(shp_queue_put_bulk(q, in, 10, -1), 10);
+	/* As many as are there, up to max. */
+	cr_assert_eq(shp_queue_get_bulk(q, out, 4, -1), 4);
+	cr_assert_eq(shp_queue_get_bulk(q, out + 4, 16, -1), 6);
+	cr_assert_arr_eq(out, in, sizeof(in));
+	/* A bulk put that does not fit puts what fits when time runs out. */
+	cr_assert_eq(shp_queue_put_bulk(q, in, 10, 0), 10);
+	cr_assert_eq(shp_queue_put_bulk(q, in, 10, 20 * MS), 6);
+	cr_expect_eq(shp_queue_count(q), 16);
+	cr_expect_eq(shp_queue_put_bulk(q, in, 1, 0), -ETIMEDOUT);
+	shp_queue_destroy(q);
+}
+
+Test(queue, timeouts_expire_on_empty_and_full, .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(int), 1);
+	int v = 7;
+	int64_t t0;
+
+	t0 = now_ns();
+	cr_expect_eq(shp_queue_get(q, &v, 50 * MS), -ETIMEDOUT);
+	cr_expect_geq(now_ns() - t0, 50 * MS);
+	cr_expect_lt(now_ns() - t0, slack(1000 * MS));
+	cr_expect_eq(shp_queue_get(q, &v, 0), -ETIMEDOUT);
+	cr_expect_eq(shp_queue_tryget(q, &v), -EAGAIN);
+	cr_assert_eq(shp_queue_put(q, &v, 0), 0);
+	t0 = now_ns();
+	cr_expect_eq(shp_queue_put(q, &v, 50 * MS), -ETIMEDOUT);
+	cr_expect_geq(now_ns() - t0, 50 * MS);
+	cr_expect_eq(shp_queue_count(q), 1);
+	shp_queue_destroy(q);
+}
+
+Test(queue, close_drains_then_ends, .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(int), 8);
+	int v;
+
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(shp_queue_put(q, &i, -1), 0);
+	cr_assert_eq(shp_queue_close(q), 0);
+	cr_assert_eq(shp_queue_close(q), 0);
+	cr_expect_eq(shp_queue_put(q, &v, -1), SHP_ECLOSED);
+	cr_expect_eq(shp_queue_tryput(q, &v), SHP_ECLOSED);
+	cr_expect_eq(shp_queue_put_bulk(q, &v, 1, -1), SHP_ECLOSED);
+	cr_expect_eq(shp_queue_count(q), 5);
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(shp_queue_get(q, &v, -1), 1);
+		cr_expect_eq(v, i);
+	}
+	for (int i = 0; i < 3; i++) {
+		cr_expect_eq(shp_queue_get(q, &v, -1), 0);
+		cr_expect_eq(shp_queue_tryget(q, &v), 0);
+		cr_expect_eq(shp_queue_get_bulk(q, &v, 1, 0), 0);
+	}
+	shp_queue_destroy(q);
+}
+
+/* ------------------------------------------------------------ processes */
+
+static int put_after_100ms(shp_queue *q, long v)
+{
+	sleep_ms(100);
+	return shp_queue_put(q, &v, -1) == 0 ? 0 : 1;
+}
+
+Test(queue, sleeping_getter_is_woken_by_a_put_from_another_process,
+     .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(long), 4);
+	pid_t pid = spawn(put_after_100ms, q, 4242);
+	long v = 0;
+	int64_t t0 = now_ns();
+
+	cr_assert_eq(shp_queue_get(q, &v, -1), 1);
+	cr_expect_eq(v, 4242);
+	cr_expect_geq(now_ns() - t0, 90 * MS);
+	cr_expect_eq(exit_code(pid), 0);
+	shp_queue_destroy(q);
+}
+
+static int close_after_100ms(shp_queue *q, long unused)
+{
+	(void)unused;
+	sleep_ms(100);
+	return shp_queue_close(q) == 0 ? 0 : 1;
+}
+
+Test(queue, close_from_another_process_wakes_getter_and_putter,
+     .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(long), 1);
+	long v = 1;
+	pid_t pid;
+
+	pid = spawn(close_after_100ms, q, 0);
+	cr_expect_eq(shp_queue_get(q, &v, -1), 0);
+	cr_expect_eq(exit_code(pid), 0);
+	shp_queue_destroy(q);
+
+	q = queue_of(sizeof(long), 1);
+	cr_assert_eq(shp_queue_put(q, &v, -1), 0);
+	pid = spawn(close_after_100ms, q, 0);
+	cr_expect_eq(shp_queue_put(q, &v, -1), SHP_ECLOSED);
+	cr_expect_eq(exit_code(pid), 0);
+	cr_expect_eq(shp_queue_get(q, &v, -1), 1);
+	cr_expect_eq(shp_queue_get(q, &v, -1), 0);
+	shp_queue_destroy(q);
+}
+
+/*
+ * MPMC across processes: producers put (producer << 32 | i), consumers
+ * count every element into a shared table and check that each producer's
+ * elements reach them in the order put.
+ */
+#define PRODUCERS 4
+#define CONSUMERS 3
+
+struct mpmc {
+	long per_producer;
+	uint32_t seen[PRODUCERS][1 << 17]; /* times element i was taken */
+	long out_of_order;
+};
+
+static struct mpmc *mp;
+
+static int produce(shp_queue *q, long p)
+{
+	for (long i = 0; i < mp->per_producer; i++) {
+		uint64_t v = (uint64_t)p << 32 | (uint64_t)i;
+
+		if (i % 7 == 0) {
+			uint64_t run[5];
+			long k;
+
+			for (k = 0; k < 5 && i + k < mp->per_producer; k++)
+				run[k] = (uint64_t)p << 32 | (uint64_t)(i + k);
+			if (shp_queue_put_bulk(q, run, (size_t)k, -1) != k)
+				return 1;
+			i += k - 1;
+		} else if (shp_queue_put(q, &v, -1)) {
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int consume(shp_queue *q, long unused)
+{
+	long last[PRODUCERS];
+	uint64_t buf[8];
+	int n;
+
+	(void)unused;
+	for (int p = 0; p < PRODUCERS; p++)
+		last[p] = -1;
+	while ((n = shp_queue_get_bulk(q, buf, 1 + (size_t)(getpid() % 8),
+	                               -1)) > 0) {
+		for (int k = 0; k < n; k++) {
+			unsigned p = (unsigned)(buf[k] >> 32);
+			long i = (long)(buf[k] & 0xffffffff);
+
+			if (p >= PRODUCERS || i >= mp->per_producer)
+				return 2;
+			uatomic_inc(&mp->seen[p][i]);
+			if (i <= last[p])
+				uatomic_inc(&mp->out_of_order);
+			last[p] = i;
+		}
+	}
+	return n == 0 ? 0 : 3;
+}
+
+Test(queue, mpmc_across_processes_delivers_each_once_in_order,
+     .timeout = 120)
+{
+	shp_queue *q = queue_of(sizeof(uint64_t), 64);
+	pid_t prod[PRODUCERS], cons[CONSUMERS];
+
+	mp = shared_map(sizeof(*mp));
+	mp->per_producer = (long)scaled(100000);
+	for (long c = 0; c < CONSUMERS; c++)
+		cons[c] = spawn(consume, q, 0);
+	for (long p = 0; p < PRODUCERS; p++)
+		prod[p] = spawn(produce, q, p);
+	for (int p = 0; p < PRODUCERS; p++)
+		cr_expect_eq(exit_code(prod[p]), 0);
+	cr_assert_eq(shp_queue_close(q), 0);
+	for (int c = 0; c < CONSUMERS; c++)
+		cr_expect_eq(exit_code(cons[c]), 0);
+	for (int p = 0; p < PRODUCERS; p++)
+		for (long i = 0; i < mp->per_producer; i++)
+			cr_assert_eq(mp->seen[p][i], 1,
+			             "producer %d element %ld taken %u times",
+			             p, i, mp->seen[p][i]);
+	cr_expect_eq(mp->out_of_order, 0);
+	cr_expect_eq(shp_queue_count(q), 0);
+	munmap(mp, sizeof(*mp));
+	shp_queue_destroy(q);
+}
+
+/*
+ * Random SIGKILLs of producers and consumers in the middle of their puts
+ * and gets. A producer marks an element put once its put returned; a
+ * consumer counts it once its get returned. Then: no element twice, every
+ * element put is taken, except at most one per consumer killed (the one it
+ * had taken when it died, before counting it), and the queue ends empty,
+ * never wedged.
+ */
+struct deaths {
+	uint32_t put[8][1 << 16];
+	uint32_t got[8][1 << 16];
+	long per_producer;
+};
+
+static struct deaths *dd;
+
+static int kill_producer(shp_queue *q, long p)
+{
+	for (long i = 0; i < dd->per_producer; i++) {
+		uint64_t v = (uint64_t)p << 32 | (uint64_t)i;
+
+		if (shp_queue_put(q, &v, -1))
+			return 1;
+		SHP_STORE(dd->put[p][i], 1);
+	}
+	return 0;
+}
+
+static int kill_consumer(shp_queue *q, long unused)
+{
+	uint64_t v;
+	int r;
+
+	(void)unused;
+	while ((r = shp_queue_get(q, &v, -1)) == 1) {
+		unsigned p = (unsigned)(v >> 32);
+		long i = (long)(v & 0xffffffff);
+
+		if (p >= 8 || i >= dd->per_producer)
+			return 2;
+		uatomic_inc(&dd->got[p][i]);
+	}
+	return r == 0 ? 0 : 3;
+}
+
+Test(queue, random_kills_lose_nothing_and_never_wedge, .timeout = 120)
+{
+	shp_queue *q = queue_of(sizeof(uint64_t), 16);
+	enum { NP = 8, NC = 3, KILLS = 60 };
+	pid_t prod[NP], cons[NC];
+	long consumer_kills = 0, producer_kills = 0, missing = 0;
+
+	dd = shared_map(sizeof(*dd));
+	dd->per_producer = (long)scaled(20000);
+	for (long c = 0; c < NC; c++)
+		cons[c] = spawn(kill_consumer, q, 0);
+	for (long p = 0; p < NP; p++)
+		prod[p] = spawn(kill_producer, q, p);
+	srand(7);
+	for (int k = 0; k < KILLS; k++) {
+		spin_ns(200000 + rand() % 500000);
+		if (k % 2) {
+			int c = rand() % NC;
+
+			kill(cons[c], SIGKILL);
+			cr_assert_eq(waitpid(cons[c], NULL, 0), cons[c]);
+			consumer_kills++;
+			cons[c] = spawn(kill_consumer, q, 0);
+		} else {
+			int p = rand() % NP;
+
+			/* A killed producer is not restarted: its
+			 * elements after the kill are never put. */
+			if (kill(prod[p], SIGKILL) == 0)
+				producer_kills++;
+		}
+	}
+	for (int p = 0; p < NP; p++) {
+		int ws;
+
+		cr_assert_eq(waitpid(prod[p], &ws, 0), prod[p]);
+		cr_expect(WIFEXITED(ws) ? WEXITSTATUS(ws) == 0
+		                        : WTERMSIG(ws) == SIGKILL);
+	}
+	cr_assert_eq(shp_queue_close(q), 0);
+	for (int c = 0; c < NC; c++)
+		cr_expect_eq(exit_code(cons[c]), 0);
+	for (int p = 0; p < NP; p++) {
+		for (long i = 0; i < dd->per_producer; i++) {
+			cr_assert_leq(dd->got[p][i], 1,
+			              "element %d/%ld taken %u times", p, i,
+			              dd->got[p][i]);
+			if (dd->put[p][i] && !dd->got[p][i])
+				missing++;
+		}
+	}
+	cr_expect_leq(missing, consumer_kills,
+	              "%ld elements lost to %ld consumer kills", missing,
+	              consumer_kills);
+	cr_expect_gt(producer_kills, 0);
+	cr_expect_eq(shp_queue_count(q), 0);
+	munmap(dd, sizeof(*dd));
+	shp_queue_destroy(q);
+}
+
+#ifdef SHP_FAULT_INJECTION
+
+/*
+ * Every queue kill point, deterministic: a child is killed at the point
+ * in its put (or get) of a bulk of 3, after the elements before; then the
+ * parent takes everything and checks what arrived, and that the whole
+ * capacity is usable again.
+ */
+struct qfault {
+	enum shp__fault_point point;
+	unsigned hit;
+	/* Bit i: element i of the child's bulk (put: 100 + i; get: i)
+	 * arrives at the parent. */
+	unsigned arrive;
+};
+
+static int child_put(shp_queue *q, long unused)
+{
+	int v[3] = { 100, 101, 102 };
+
+	(void)unused;
+	return shp_queue_put_bulk(q, v, 3, -1) == 3 ? 0 : 1;
+}
+
+static int child_get(shp_queue *q, long unused)
+{
+	int v[3];
+
+	(void)unused;
+	return shp_queue_get_bulk(q, v, 3, -1) == 3 ? 0 : 1;
+}
+
+ParameterizedTestParameters(queue, every_kill_point)
+{
+	static struct qfault cases[] = {
+		{ SHP_FAULT_QPUT_CLAIMED, 1, 0 },
+		{ SHP_FAULT_QPUT_WON, 1, 0 },
+		{ SHP_FAULT_QPUT_WRITTEN, 1, 0 },
+		{ SHP_FAULT_QPUT_WRITTEN, 2, 1 },
+		{ SHP_FAULT_QPUT_WRITTEN, 3, 3 },
+		{ SHP_FAULT_QPUT_PUBLISHED, 1, 7 },
+		{ SHP_FAULT_QGET_CLAIMED, 1, 7 },
+		{ SHP_FAULT_QGET_WON, 1, 7 },
+		{ SHP_FAULT_QGET_COPIED, 1, 7 },
+		{ SHP_FAULT_QGET_COPIED, 2, 6 },
+		{ SHP_FAULT_QGET_COPIED, 3, 4 },
+		{ SHP_FAULT_QGET_RELEASED, 1, 0 },
+	};
+
+	return cr_make_param_array(struct qfault, cases,
+	                           sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct qfault *f, queue, every_kill_point, .timeout = 30)
+{
+	bool getter = f->point >= SHP_FAULT_QGET_CLAIMED;
+	shp_queue *q = queue_of(sizeof(int), 8);
+	unsigned arrived = 0;
+	int v[16], n = 0, ws;
+	pid_t pid;
+
+	cr_assert_eq(shp__fault_arm(f->point, f->hit), 0);
+	if (getter)
+		for (int i = 0; i < 5; i++)
+			cr_assert_eq(shp_queue_put(q, &i, -1), 0);
+	pid = spawn(getter ? child_get : child_put, q, 0);
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	cr_assert(shp__fault_disarm(), "%s hit %u never fired",
+	          shp__fault_names[f->point], f->hit);
+	cr_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+	if (!getter)
+		for (int i = 0; i < 5; i++)
+			cr_assert_eq(shp_queue_put(q, &(int){ 10 + i }, -1), 0);
+	cr_assert_eq(shp_queue_close(q), 0);
+	/* Everything that arrives, each once; the getters left waiting on
+	 * the dead one's cells find them within a slice. */
+	while (n < 16 && shp_queue_get(q, &v[n], 5000 * MS) == 1)
+		n++;
+	cr_assert_lt(n, 16, "more arrived than was put");
+	cr_expect_eq(shp_queue_get(q, &v[n], 0), 0, "no end marker");
+	for (int k = 0; k < n; k++) {
+		int x = v[k];
+
+		if (getter) {
+			cr_assert(x >= 0 && x < 5);
+			if (x < 3) {
+				cr_assert_not(arrived & 1u << x, "%d twice", x);
+				arrived |= 1u << x;
+			}
+		} else if (x >= 100) {
+			cr_assert(x <= 102);
+			cr_assert_not(arrived & 1u << (x - 100), "%d twice", x);
+			arrived |= 1u << (x - 100);
+		}
+	}
+	cr_expect_eq(arrived, f->arrive, "%s hit %u: arrived %#x, want %#x",
+	             shp__fault_names[f->point], f->hit, arrived, f->arrive);
+	/* The parent's own elements all arrived. */
+	cr_expect_eq(n, (getter ? 2 : 5) + __builtin_popcount(f->arrive));
+	shp_queue_destroy(q);
+
+	/* Nothing of the dead one's is left holding cells: a queue whose
+	 * participant died mid-put takes its full capacity again. */
+	q = queue_of(sizeof(int), 4);
+	cr_assert_eq(shp__fault_arm(f->point, 1), 0);
+	if (getter)
+		cr_assert_eq(shp_queue_put_bulk(q, v, 3, -1), 3);
+	pid = spawn(getter ? child_get : child_put, q, 0);
+	cr_assert_eq(waitpid(pid, &ws, 0), pid);
+	shp__fault_disarm();
+	for (int i = 0; i < 64; i++) {
+		int x;
+
+		while (shp_queue_tryput(q, &i) != 0)
+			cr_assert_eq(shp_queue_get(q, &x, 5000 * MS), 1,
+			             "wedged after %d", i);
+	}
+	cr_expect_eq(shp_queue_count(q), 4);
+	shp_queue_destroy(q);
+}
+
+#endif
