@@ -30,7 +30,10 @@
  * payload (checked too). Every queue writes and reads 32 bytes per slot.
  *
  * The shp rows are judged against rte_ring and ck_ring; the mutex queue is
- * the baseline that lock-free code has to beat, and judges nothing.
+ * the baseline that lock-free code has to beat, and judges nothing. The
+ * public queue, shp_queue, runs beside them: the same ring with 32-byte
+ * elements of any content, claims that any participant can repair, and a
+ * participant lookup per call; its rows show what that costs.
  */
 #define _GNU_SOURCE
 #include <config.h>
@@ -52,6 +55,7 @@
 #include "harness.h"
 #include "peers.h"
 #include "ring.h"
+#include "shmpool.h"
 
 #define GROUP "ring"
 #define CAP 1024u
@@ -173,6 +177,49 @@ static const struct peer_ring_ops shp_ops = {
 	.dequeue = shp_dequeue,
 };
 
+/* ------------------------------------------------- the public queue */
+
+/*
+ * shp_queue (lib/queue.c) makes its own mapping: the group's memory holds
+ * only the handle, and the queue is made before the processes fork, as
+ * the group's mapping is, so they all share it. Each operation registers
+ * nothing after the first: a thread's participant entry is cached.
+ */
+static size_t queue_size(unsigned cap)
+{
+	(void)cap;
+	return sizeof(shp_queue *);
+}
+
+static int queue_init(void *mem, unsigned cap)
+{
+	return shp_queue_create(mem, PEER_ELEM_SIZE, cap);
+}
+
+static void queue_fini(void *ring)
+{
+	shp_queue_destroy(*(shp_queue **)ring);
+}
+
+static bool queue_enqueue(void *ring, const void *elem)
+{
+	return shp_queue_tryput(*(shp_queue **)ring, elem) == 0;
+}
+
+static bool queue_dequeue(void *ring, void *elem)
+{
+	return shp_queue_tryget(*(shp_queue **)ring, elem) == 1;
+}
+
+static const struct peer_ring_ops queue_ops = {
+	.name = "shp_queue",
+	.size = queue_size,
+	.init = queue_init,
+	.fini = queue_fini,
+	.enqueue = queue_enqueue,
+	.dequeue = queue_dequeue,
+};
+
 /* ----------------------------------------------------------- the queues */
 
 struct kind {
@@ -197,6 +244,7 @@ static const struct kind kinds[] = {
 	{ "ck_ring", NULL, "not built: apt-get install libck-dev", true, true },
 #endif
 	{ "mutex queue", &peer_mutex_ops, NULL, true, false },
+	{ "shp_queue", &queue_ops, NULL, true, false },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 

@@ -63,10 +63,11 @@ uint64_t shp__owner_self(void)
 	char state;
 	int pid;
 
-	pthread_once(&atfork_once, register_atfork);
+	/* Set only once the fork handler is in place. */
 	w = SHP_LOAD(self_owner);
-	if (w)
+	if (shp__likely(w))
 		return w;
+	pthread_once(&atfork_once, register_atfork);
 	pid = getpid();
 	if ((uint64_t)pid > SHP_OWNER_PID_MASK || !proc_stat(pid, &state, &start))
 		return 0;

@@ -126,8 +126,10 @@ static inline struct cell *cell_at(const struct shp_queue *q, uint64_t pos)
 #define TLS_SLOTS 8
 
 /* The entries this thread owns, by queue; self tells a fork's child, whose
- * copy of the cache names its parent's entries, to look again. */
-static __thread struct {
+ * copy of the cache names its parent's entries, to look again. Initial-exec:
+ * a lookup per call must not cost a __tls_get_addr call; the 256 bytes fit
+ * the static TLS surplus even when the library is dlopen()ed. */
+static __thread __attribute__((tls_model("initial-exec"))) struct {
 	const struct shp_queue *q;
 	uint64_t id;
 	uint64_t self;
@@ -274,14 +276,17 @@ moved:
 		c->flags = 0;
 		SHP_FAULT(QPUT_WRITTEN);
 		/* R1: the element before the cell turns FULL. Pairs with
-		 * A2 in try_get and repair_get. */
+		 * A2 in try_get and repair_get. The last cell's store is an
+		 * exchange, a full barrier: N1 as well, the cells FULL
+		 * before the load of the sleepers' bit (pairs with E1). */
 		shp__smp_release();
-		SHP_STORE(c->seq, t + i + 1);
+		if (i + 1 < k)
+			SHP_STORE(c->seq, t + i + 1);
+		else
+			uatomic_xchg(&c->seq, t + i + 1);
 	}
 	SHP_FAULT(QPUT_PUBLISHED);
 	drop_claim(e);
-	/* N1: the cells FULL before looking for sleepers. Pairs with E1. */
-	cmm_smp_mb();
 	shp__ec_notify(&q->items_ec);
 	return (int)k;
 }
@@ -337,15 +342,17 @@ moved:
 			       q->elem_size);
 		SHP_FAULT(QGET_COPIED);
 		/* R2: the element read before the cell turns EMPTY for the
-		 * next lap. Pairs with A1 in try_put. */
+		 * next lap. Pairs with A1 in try_put. The last, an exchange,
+		 * is N1 too, as in try_put. */
 		shp__smp_release();
-		SHP_STORE(c->seq, h + i + q->size);
+		if (i + 1 < k)
+			SHP_STORE(c->seq, h + i + q->size);
+		else
+			uatomic_xchg(&c->seq, h + i + q->size);
 	}
 	SHP_FAULT(QGET_RELEASED);
 	drop_claim(e);
 	*took = true;
-	/* N1: the cells EMPTY before looking for sleepers. Pairs with E1. */
-	cmm_smp_mb();
 	shp__ec_notify(&q->room_ec);
 	return (int)got;
 }
