@@ -367,6 +367,106 @@ SHP_EXPORT int64_t shp_queue_count(const shp_queue *q);
  * thread of this process may use q after. NULL ok. */
 SHP_EXPORT void shp_queue_destroy(shp_queue *q);
 
+/*
+ * Pipelines of stages (pypeln's process stages): items flow from a source
+ * through map, filter, flat_map and each stages, each stage run by its
+ * own worker processes and followed by a bounded shp_queue of its own
+ * (maxsize), so back-pressure holds end to end: a slow stage stalls the
+ * ones before it, and the source is read only as fast as the results are
+ * taken. Results come out in input order (the default: by the position of
+ * the source item they come from, and for a flat_map by the order it
+ * emitted them) or, with SHP_UNORDERED, as they complete.
+ *
+ * An error stops the whole pipeline cleanly: a stage function returning a
+ * status of its own, or a stage worker dying (a crash, kill -9). Every
+ * queue is closed, every worker is gone when shp_pipeline_free returns,
+ * and shp_pipeline_error says which stage and which source item.
+ *
+ * Stage functions run in the workers, forked from the caller when the
+ * pipeline starts (its first shp_pipeline_next or _run): ctx must point at
+ * memory that existed then. The source is read in the caller, by a thread
+ * of the pipeline's own.
+ */
+typedef struct shp_pipeline shp_pipeline;
+typedef struct shp_emitter shp_emitter;
+
+/* filter: 1 keeps the item, 0 drops it; any other value is an error
+ * status that stops the pipeline. */
+typedef int (*shp_filter_fn)(const void *in, void *ctx);
+/* flat_map: calls shp_emit() for each output (any number, 0 included);
+ * returns 0, or a non-zero status that stops the pipeline. */
+typedef int (*shp_flat_map_fn)(const void *in, shp_emitter *em, void *ctx);
+/* each: a side effect; returns 0, or a status that stops the pipeline. */
+typedef int (*shp_each_fn)(const void *in, void *ctx);
+
+/* From a flat_map function: one output (the stage's out_size bytes).
+ * 0, -EINVAL, SHP_ECLOSED (the pipeline is stopping: return). */
+SHP_EXPORT int shp_emit(shp_emitter *em, const void *out);
+
+/*
+ * A pipeline over n items of in_size bytes at in (read while it runs; in
+ * may be NULL when in_size is 0), or over what gen produces (shp_gen_fn,
+ * called in the pipeline's feeder thread, one item at a time, never ahead
+ * of the queues). flags: 0 (input order) or SHP_UNORDERED. Returns 0, or
+ * -EINVAL (NULL p, a size over 1 MiB - 16, bad flags), -ENOMEM.
+ */
+SHP_EXPORT int shp_pipeline_create(shp_pipeline **p, const void *in,
+                                   size_t in_size, size_t n, unsigned flags);
+SHP_EXPORT int shp_pipeline_create_gen(shp_pipeline **p, shp_gen_fn gen,
+                                       void *gen_arg, size_t in_size,
+                                       unsigned flags);
+
+/*
+ * Stages, appended in order before the pipeline starts. workers: processes
+ * for the stage (1 to 1024); maxsize: capacity of the queue after it (1 to
+ * 1 << 20). out_size: the size of each output (map, flat_map; at most
+ * 1 MiB - 16). A filter passes its items on as they are. An each stage
+ * passes nothing on: it must be the last. In input order, a pipeline may
+ * hold one flat_map. Returns 0, -EINVAL (also: after an each stage, a
+ * second flat_map in input order, more than 16 stages), -EBUSY (started).
+ */
+SHP_EXPORT int shp_pipeline_map(shp_pipeline *p, shp_fn fn, void *ctx,
+                                size_t out_size, unsigned workers,
+                                size_t maxsize);
+SHP_EXPORT int shp_pipeline_filter(shp_pipeline *p, shp_filter_fn fn,
+                                   void *ctx, unsigned workers,
+                                   size_t maxsize);
+SHP_EXPORT int shp_pipeline_flat_map(shp_pipeline *p, shp_flat_map_fn fn,
+                                     void *ctx, size_t out_size,
+                                     unsigned workers, size_t maxsize);
+SHP_EXPORT int shp_pipeline_each(shp_pipeline *p, shp_each_fn fn, void *ctx,
+                                 unsigned workers, size_t maxsize);
+
+/*
+ * The next result (the first call starts the pipeline): 1 with *index (the
+ * position of the source item it comes from) and out (the last stage's
+ * out_size bytes; the source's in_size when the stages are all filters)
+ * set; either may be NULL. 0 when every item went through. -ETIMEDOUT
+ * (call again to go on). The pipeline's error once it has one: SHP_ETASK
+ * (a stage function returned a status of its own) or SHP_ECRASHED (a stage
+ * worker died), or the generator's own negative error; returned again by
+ * every later call. -EINVAL (NULL, no stages), -EAGAIN (fork failed).
+ */
+SHP_EXPORT int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
+                                 int64_t timeout_ns);
+/* Runs the pipeline to its end, dropping its results (for pipelines that
+ * end with each): 0, or what shp_pipeline_next would return. */
+SHP_EXPORT int shp_pipeline_run(shp_pipeline *p, int64_t timeout_ns);
+
+/*
+ * After an error: the stage it came from (0 is the first stage), the
+ * position of the source item that stage was handling (SIZE_MAX when a
+ * worker died between items), the status (what the stage function
+ * returned, or SHP_ECRASHED) and, for a crash, the worker's wait status.
+ * Any pointer may be NULL. 0, -ENOENT (no error), -EINVAL.
+ */
+SHP_EXPORT int shp_pipeline_error(const shp_pipeline *p, unsigned *stage,
+                                  size_t *index, int *status, int *wstatus);
+
+/* Stops the pipeline if it still runs (workers get 1 s to finish their
+ * item, then SIGKILL), reaps every worker, frees. NULL ok. */
+SHP_EXPORT void shp_pipeline_free(shp_pipeline *p);
+
 /* A description of err (a -errno or an SHP_E* code); never NULL. */
 SHP_EXPORT const char *shp_strerror(int err);
 
