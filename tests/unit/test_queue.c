@@ -1,6 +1,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "atomic.h"
 #include "fault.h"
+#include "queue_torture.h"
 #include "util.h"
 
 WATCHDOG_SUITE(queue, 120);
@@ -333,109 +335,27 @@ Test(queue, mpmc_across_processes_delivers_each_once_in_order,
 	shp_queue_destroy(q);
 }
 
-/*
- * Random SIGKILLs of producers and consumers in the middle of their puts
- * and gets. A producer marks an element put once its put returned; a
- * consumer counts it once its get returned. Then: no element twice, every
- * element put is taken, except at most one per consumer killed (the one it
- * had taken when it died, before counting it), and the queue ends empty,
- * never wedged.
- */
-struct deaths {
-	uint32_t put[8][1 << 16];
-	uint32_t got[8][1 << 16];
-	long per_producer;
-};
-
-static struct deaths *dd;
-
-static int kill_producer(shp_queue *q, long p)
-{
-	for (long i = 0; i < dd->per_producer; i++) {
-		uint64_t v = (uint64_t)p << 32 | (uint64_t)i;
-
-		if (shp_queue_put(q, &v, -1))
-			return 1;
-		SHP_STORE(dd->put[p][i], 1);
-	}
-	return 0;
-}
-
-static int kill_consumer(shp_queue *q, long unused)
-{
-	uint64_t v;
-	int r;
-
-	(void)unused;
-	while ((r = shp_queue_get(q, &v, -1)) == 1) {
-		unsigned p = (unsigned)(v >> 32);
-		long i = (long)(v & 0xffffffff);
-
-		if (p >= 8 || i >= dd->per_producer)
-			return 2;
-		uatomic_inc(&dd->got[p][i]);
-	}
-	return r == 0 ? 0 : 3;
-}
-
+/* Random SIGKILLs of producers and consumers in the middle of their puts
+ * and gets: tests/queue_torture.h says what is checked. */
 Test(queue, random_kills_lose_nothing_and_never_wedge, .timeout = 120)
 {
-	shp_queue *q = queue_of(sizeof(uint64_t), 16);
-	enum { NP = 8, NC = 3, KILLS = 60 };
-	pid_t prod[NP], cons[NC];
-	long consumer_kills = 0, producer_kills = 0, missing = 0;
+	struct queue_torture_cfg cfg = {
+		.producers = 6, .consumers = 3, .capacity = 16,
+		.millis = (long)slack(1500 * MS) / MS, .kill_us = 1000, .seed = 7,
+	};
+	struct queue_torture_result r;
 
-	dd = shared_map(sizeof(*dd));
-	dd->per_producer = (long)scaled(20000);
-	for (long c = 0; c < NC; c++)
-		cons[c] = spawn(kill_consumer, q, 0);
-	for (long p = 0; p < NP; p++)
-		prod[p] = spawn(kill_producer, q, p);
-	srand(7);
-	for (int k = 0; k < KILLS; k++) {
-		spin_ns(200000 + rand() % 500000);
-		if (k % 2) {
-			int c = rand() % NC;
-
-			kill(cons[c], SIGKILL);
-			cr_assert_eq(waitpid(cons[c], NULL, 0), cons[c]);
-			consumer_kills++;
-			cons[c] = spawn(kill_consumer, q, 0);
-		} else {
-			int p = rand() % NP;
-
-			/* A killed producer is not restarted: its
-			 * elements after the kill are never put. */
-			if (kill(prod[p], SIGKILL) == 0)
-				producer_kills++;
-		}
-	}
-	for (int p = 0; p < NP; p++) {
-		int ws;
-
-		cr_assert_eq(waitpid(prod[p], &ws, 0), prod[p]);
-		cr_expect(WIFEXITED(ws) ? WEXITSTATUS(ws) == 0
-		                        : WTERMSIG(ws) == SIGKILL);
-	}
-	cr_assert_eq(shp_queue_close(q), 0);
-	for (int c = 0; c < NC; c++)
-		cr_expect_eq(exit_code(cons[c]), 0);
-	for (int p = 0; p < NP; p++) {
-		for (long i = 0; i < dd->per_producer; i++) {
-			cr_assert_leq(dd->got[p][i], 1,
-			              "element %d/%ld taken %u times", p, i,
-			              dd->got[p][i]);
-			if (dd->put[p][i] && !dd->got[p][i])
-				missing++;
-		}
-	}
-	cr_expect_leq(missing, consumer_kills,
-	              "%ld elements lost to %ld consumer kills", missing,
-	              consumer_kills);
-	cr_expect_gt(producer_kills, 0);
-	cr_expect_eq(shp_queue_count(q), 0);
-	munmap(dd, sizeof(*dd));
-	shp_queue_destroy(q);
+	cr_assert_eq(queue_torture(&cfg, &r), 0);
+	cr_expect_eq(r.duplicated, 0);
+	cr_expect_eq(r.torn, 0);
+	cr_expect_eq(r.failed_children, 0);
+	cr_expect_eq(r.wedged, 0);
+	cr_expect_leq(r.missing, r.consumer_kills,
+	              "%" PRIu64 " lost to %" PRIu64 " consumer kills",
+	              r.missing, r.consumer_kills);
+	cr_expect_gt(r.producer_kills, 10);
+	cr_expect_gt(r.consumer_kills, 10);
+	cr_expect_gt(r.delivered, 1000, "nothing flowed");
 }
 
 #ifdef SHP_FAULT_INJECTION
