@@ -338,10 +338,39 @@ static void fail(struct shp_pipeline *p, struct wrec *r, uint64_t index,
 	stop(p);
 }
 
+/* The caller's pid, for workers to notice its death; 0 in the caller. */
+static pid_t caller;
+
+/* Waits are sliced: a worker whose caller died (an orphan, which no one
+ * will ever stop) leaves at the next slice. */
+#define ORPHAN_CHECK_NS 200000000
+
+static bool orphaned(void)
+{
+	return caller && getppid() != caller;
+}
+
 /* Puts a header and payload on q; false when the pipeline stops. */
 static bool pass(shp_queue *q, unsigned char *el)
 {
-	return shp_queue_put(q, el, -1) == 0;
+	int r;
+
+	while ((r = shp_queue_put(q, el, ORPHAN_CHECK_NS)) == -ETIMEDOUT)
+		if (orphaned())
+			return false;
+	return r == 0;
+}
+
+/* The next item for a worker: as shp_queue_get, but -ESRCH once the
+ * caller is gone. */
+static int next_item(shp_queue *q, unsigned char *el)
+{
+	int r;
+
+	while ((r = shp_queue_get(q, el, ORPHAN_CHECK_NS)) == -ETIMEDOUT)
+		if (orphaned())
+			return -ESRCH;
+	return r;
 }
 
 int shp_emit(shp_emitter *em, const void *out)
@@ -439,7 +468,7 @@ static void worker(struct shp_pipeline *p, unsigned s, struct wrec *r)
 	int got = -ENOMEM;
 
 	if (in && out[0] && out[1]) {
-		while ((got = shp_queue_get(q, in, -1)) == 1 &&
+		while ((got = next_item(q, in)) == 1 &&
 		       !SHP_LOAD(p->ctl->stop)) {
 			SHP_STORE(r->item, ((struct hdr *)in)->index + 1);
 			if (!handle(p, st, r, in, out))
@@ -548,10 +577,16 @@ static void reap(struct shp_pipeline *p, bool hang)
 	for (unsigned w = 0; w < p->nworkers; w++) {
 		struct wrec *r = &p->ctl->w[w];
 		uint64_t item;
-		int ws;
+		pid_t got;
+		int ws = 0;
 
-		if (!p->pids[w] ||
-		    waitpid(p->pids[w], &ws, hang ? 0 : WNOHANG) != p->pids[w])
+		if (!p->pids[w])
+			continue;
+		got = waitpid(p->pids[w], &ws, hang ? 0 : WNOHANG);
+		if (got < 0 && errno == ECHILD)
+			ws = 0; /* reaped by the program (a SIGCHLD handler):
+			         * only its record tells how it left */
+		else if (got != p->pids[w])
 			continue;
 		p->pids[w] = 0;
 		if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0 && SHP_LOAD(r->done))
@@ -590,6 +625,7 @@ static int start(struct shp_pipeline *p)
 {
 	size_t src_cap = 2 * (size_t)p->st[0].workers;
 	uint64_t inflight = src_cap;
+	pid_t me;
 	int err;
 
 	p->nworkers = 0;
@@ -635,6 +671,7 @@ static int start(struct shp_pipeline *p)
 	}
 	/* Workers first, while this is the only thread of the pipeline. */
 	fflush(NULL);
+	me = getpid();
 	for (unsigned s = 0; s < p->nst && !err; s++) {
 		for (unsigned k = 0; k < p->st[s].workers; k++) {
 			unsigned w = p->st[s].first + k;
@@ -644,8 +681,10 @@ static int start(struct shp_pipeline *p)
 				err = -EAGAIN;
 				break;
 			}
-			if (pid == 0)
+			if (pid == 0) {
+				caller = me;
 				worker(p, s, &p->ctl->w[w]);
+			}
 			p->pids[w] = pid;
 		}
 	}

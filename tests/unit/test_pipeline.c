@@ -11,6 +11,7 @@
 #include "shmpool.h"
 
 #include "atomic.h"
+#include "procfs.h"
 #include "util.h"
 
 WATCHDOG_SUITE(pipeline, 120);
@@ -467,4 +468,91 @@ Test(pipeline, free_of_a_stuck_pipeline_kills_its_workers, .timeout = 30)
 	shp_pipeline_free(p);
 	cr_expect_lt(now_ns() - t0, slack(3000 * MS));
 	expect_no_children();
+}
+
+/* A program that reaps every child itself, in a SIGCHLD handler. */
+static void reap_all(int sig)
+{
+	(void)sig;
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
+Test(pipeline, workers_reaped_by_the_program_still_end_or_fail_cleanly,
+     .timeout = 60)
+{
+	struct sigaction sa = { .sa_handler = reap_all,
+		                .sa_flags = SA_RESTART };
+	size_t n = 2000, idx, k = 0;
+	long *in = longs(n), v;
+	shp_pipeline *p;
+	int r, ws = -1;
+
+	cr_assert_eq(sigaction(SIGCHLD, &sa, NULL), 0);
+	cr_assert_eq(shp_pipeline_create(&p, in, sizeof(long), n, 0), 0);
+	cr_assert_eq(shp_pipeline_map(p, square, NULL, sizeof(long), 2, 4), 0);
+	while ((r = shp_pipeline_next(p, &idx, &v, -1)) == 1) {
+		cr_assert_eq(idx, k);
+		cr_assert_eq(v, (long)(k * k));
+		k++;
+	}
+	cr_expect_eq(r, 0);
+	cr_expect_eq(k, n);
+	shp_pipeline_free(p);
+
+	slow_pids = shared_map(2 * sizeof(pid_t));
+	cr_assert_eq(shp_pipeline_create(&p, in, sizeof(long), n, 0), 0);
+	cr_assert_eq(shp_pipeline_map(p, slow, NULL, sizeof(long), 2, 4), 0);
+	cr_assert_eq(shp_pipeline_next(p, &idx, &v, -1), 1);
+	cr_assert_gt(slow_pids[0], 0);
+	cr_assert_eq(kill(slow_pids[0], SIGKILL), 0);
+	while ((r = shp_pipeline_next(p, &idx, &v, slack(5000 * MS))) == 1)
+		;
+	cr_expect_eq(r, SHP_ECRASHED);
+	cr_assert_eq(shp_pipeline_error(p, NULL, NULL, NULL, &ws), 0);
+	cr_expect_eq(ws, 0, "the status went to the program's handler");
+	shp_pipeline_free(p);
+	munmap(slow_pids, 2 * sizeof(pid_t));
+	free(in);
+}
+
+/* The caller of a running pipeline is killed: its stage workers, which
+ * nobody will stop now, leave on their own within a slice. */
+Test(pipeline, caller_death_takes_the_workers_down, .timeout = 30)
+{
+	pid_t *pids = shared_map(3 * sizeof(pid_t)), caller;
+	int ws;
+
+	slow_pids = pids;
+	caller = fork();
+	cr_assert_geq(caller, 0);
+	if (caller == 0) {
+		long in[1000], v;
+		shp_pipeline *p;
+
+		for (int i = 0; i < 1000; i++)
+			in[i] = i;
+		if (shp_pipeline_create(&p, in, sizeof(long), 1000, 0) ||
+		    shp_pipeline_map(p, slow, NULL, sizeof(long), 2, 4) ||
+		    shp_pipeline_map(p, plus_one, NULL, sizeof(long), 1, 4) ||
+		    shp_pipeline_next(p, NULL, &v, -1) != 1)
+			_exit(1);
+		pids[2] = 1;
+		pause();
+		_exit(0);
+	}
+	while (!uatomic_read(&pids[2]) || !pids[0] || !pids[1])
+		sleep_ms(1);
+	cr_assert_eq(kill(caller, SIGKILL), 0);
+	cr_assert_eq(waitpid(caller, &ws, 0), caller);
+	for (int i = 0; i < 2; i++) {
+		int64_t t0 = now_ns();
+
+		while (proc_alive(pids[i]) && now_ns() - t0 < slack(2000 * MS))
+			sleep_ms(10);
+		cr_expect_not(proc_alive(pids[i]),
+		              "stage worker %d outlived its caller by 2 s",
+		              (int)pids[i]);
+	}
+	munmap(pids, 3 * sizeof(pid_t));
 }
