@@ -16,7 +16,7 @@
 #define MAX_PROCS 64
 #define GOLDEN UINT64_C(0x9e3779b97f4a7c15)
 /* Elements per producer at most: the ledger is a byte and a word each. */
-#define PER_PRODUCER ((uint64_t)1 << 22)
+#define PER_PRODUCER ((uint64_t)1 << 24)
 #define DRAIN_NS (30 * (int64_t)1000000000)
 
 struct elem {
