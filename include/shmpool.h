@@ -468,6 +468,64 @@ SHP_EXPORT int shp_pipeline_error(const shp_pipeline *p, unsigned *stage,
  * item, then SIGKILL), reaps every worker, frees. NULL ok. */
 SHP_EXPORT void shp_pipeline_free(shp_pipeline *p);
 
+/*
+ * Processes (Python's multiprocessing.Process): a forked child that runs
+ * fn(arg) and exits with its return value & 0xff. No pool is needed. The
+ * child is a fork of the calling thread: from a multi-threaded program it
+ * may rely only on what fork() keeps (as with Python's fork start method).
+ * fn should return rather than call exit(), which would run the parent's
+ * atexit handlers in the child.
+ *
+ * A handle belongs to the process that started it: join and kill from any
+ * other (a fork that inherited a copy) return -ECHILD, and free there only
+ * releases the copy. join, kill, wait_status and pid may be called from
+ * several threads at once; free must be the handle's last use.
+ */
+typedef struct shp_process shp_process;
+typedef int (*shp_process_fn)(void *arg);
+
+/*
+ * Forks a child that runs fn(arg), fflush()es stdout and stderr, and
+ * _exit()s with fn's return value & 0xff. stdout and stderr are flushed
+ * before the fork, so that what was buffered is not written twice.
+ * Returns 0 and sets *p, or -EINVAL (NULL p or fn), -ENOMEM, -EAGAIN (fork
+ * failed: too many processes).
+ */
+SHP_EXPORT int shp_process_start(shp_process **p, shp_process_fn fn,
+                                 void *arg);
+
+/*
+ * Waits up to timeout_ns for the child to exit, and reaps it. Several
+ * threads may join at once: one reaps, all return 0. Returns 0 once it has
+ * exited (then at once, every time); -ETIMEDOUT; -ECHILD (somebody else
+ * reaped it, e.g. SIGCHLD is ignored: its status is lost; or called from a
+ * process other than the starter); -EINVAL.
+ */
+SHP_EXPORT int shp_process_join(shp_process *p, int64_t timeout_ns);
+
+/*
+ * The child's wait status, for WIFEXITED/WEXITSTATUS and WIFSIGNALED/
+ * WTERMSIG, once a join returned 0. Returns 0; -EAGAIN (not joined yet);
+ * -ECHILD (lost, see join); -EINVAL. Python's exitcode is
+ * WIFEXITED(s) ? WEXITSTATUS(s) : -WTERMSIG(s).
+ */
+SHP_EXPORT int shp_process_wait_status(const shp_process *p, int *wstatus);
+
+/* The child's pid (still after it was reaped), or -EINVAL. */
+SHP_EXPORT int shp_process_pid(const shp_process *p);
+
+/*
+ * Sends sig to the child (SIGTERM: Python's terminate(); SIGKILL: kill()).
+ * Returns 0; -ESRCH once it was reaped (the pid may be somebody else's by
+ * then: never signalled); -ECHILD (not the starter); -EINVAL (NULL, bad
+ * signal number).
+ */
+SHP_EXPORT int shp_process_kill(shp_process *p, int sig);
+
+/* Frees the handle. A child still running is SIGKILLed and reaped first:
+ * no zombie is left. NULL ok. */
+SHP_EXPORT void shp_process_free(shp_process *p);
+
 /* A description of err (a -errno or an SHP_E* code); never NULL. */
 SHP_EXPORT const char *shp_strerror(int err);
 

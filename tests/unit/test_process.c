@@ -1,0 +1,429 @@
+/*
+ * Processes: shp_process_start, _join, _wait_status, _pid, _kill, _free.
+ *
+ * The children run small functions of this file; they report through
+ * their exit code or a shared_map() page, never through Criterion's
+ * assertions, which belong to the test process.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "procfs.h"
+#include "shmpool.h"
+#include "util.h"
+
+WATCHDOG_SUITE(process, 30);
+
+/* ------------------------------------------------------------ children */
+
+/* Returns *arg. */
+static int return_code(void *arg)
+{
+	return *(const int *)arg;
+}
+
+/* Sleeps *arg ms, then returns 5. */
+static int sleep_then_5(void *arg)
+{
+	sleep_ms(*(const int *)arg);
+	return 5;
+}
+
+/* Waits for a signal for ever. */
+static int wait_forever(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+static int aborts(void *arg)
+{
+	struct rlimit none = { 0, 0 };
+
+	(void)arg;
+	setrlimit(RLIMIT_CORE, &none); /* no core file for an expected death */
+	abort(); /* not SIGSEGV: ASan would turn that into exit(1) */
+	return 0;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void start(shp_process **p, shp_process_fn fn, void *arg)
+{
+	cr_assert_eq(shp_process_start(p, fn, arg), 0);
+	cr_assert_not_null(*p);
+	cr_assert_gt(shp_process_pid(*p), 0);
+}
+
+static int status_after_join(shp_process *p)
+{
+	int ws = -1;
+
+	cr_assert_eq(shp_process_join(p, -1), 0);
+	cr_assert_eq(shp_process_wait_status(p, &ws), 0);
+	return ws;
+}
+
+Test(process, exit_codes_0_and_3, .timeout = 20)
+{
+	const int codes[] = { 0, 3, 255 };
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		shp_process *p;
+		int ws;
+
+		start(&p, return_code, (void *)&codes[i]);
+		ws = status_after_join(p);
+		cr_expect(WIFEXITED(ws), "code %d: status %#x", codes[i], ws);
+		cr_expect_eq(WEXITSTATUS(ws), codes[i]);
+		/* Joined: at once, every time, with the same status. */
+		cr_expect_eq(shp_process_join(p, 0), 0);
+		cr_expect_eq(status_after_join(p), ws);
+		shp_process_free(p);
+	}
+}
+
+Test(process, return_value_is_cut_to_a_byte, .timeout = 20)
+{
+	const int minus_one = -1, big = 0x1234;
+	shp_process *p, *q;
+
+	start(&p, return_code, (void *)&minus_one);
+	start(&q, return_code, (void *)&big);
+	cr_expect_eq(WEXITSTATUS(status_after_join(p)), 255);
+	cr_expect_eq(WEXITSTATUS(status_after_join(q)), 0x34);
+	shp_process_free(p);
+	shp_process_free(q);
+}
+
+Test(process, bad_arguments, .timeout = 20)
+{
+	shp_process *p = (shp_process *)&p; /* not NULL */
+	int ws = 12345;
+
+	cr_expect_eq(shp_process_start(NULL, return_code, NULL), -EINVAL);
+	cr_expect_eq(shp_process_start(&p, NULL, NULL), -EINVAL);
+	cr_expect_null(p, "*p not cleared on failure");
+	cr_expect_eq(shp_process_join(NULL, 0), -EINVAL);
+	cr_expect_eq(shp_process_wait_status(NULL, &ws), -EINVAL);
+	cr_expect_eq(shp_process_pid(NULL), -EINVAL);
+	cr_expect_eq(shp_process_kill(NULL, SIGTERM), -EINVAL);
+	shp_process_free(NULL);
+
+	start(&p, wait_forever, NULL);
+	cr_expect_eq(shp_process_wait_status(p, NULL), -EINVAL);
+	cr_expect_eq(shp_process_wait_status(p, &ws), -EAGAIN);
+	cr_expect_eq(ws, 12345, "status written before the join");
+	cr_expect_eq(shp_process_kill(p, 12345), -EINVAL);
+	cr_expect_eq(shp_process_kill(p, SIGKILL), 0);
+	cr_expect(WIFSIGNALED(status_after_join(p)));
+	shp_process_free(p);
+}
+
+Test(process, abort_is_reported_as_its_signal, .timeout = 20)
+{
+	shp_process *p;
+	int ws;
+
+	start(&p, aborts, NULL);
+	ws = status_after_join(p);
+	cr_expect(WIFSIGNALED(ws), "status %#x", ws);
+	cr_expect_eq(WTERMSIG(ws), SIGABRT);
+	shp_process_free(p);
+}
+
+Test(process, join_timeout_expires_then_succeeds, .timeout = 20)
+{
+	const int ms = (int)stretch_ms(300);
+	shp_process *p;
+	int64_t t0, dt;
+	int ws;
+
+	start(&p, sleep_then_5, (void *)&ms);
+	t0 = now_ns();
+	cr_expect_eq(shp_process_join(p, 0), -ETIMEDOUT);
+	dt = now_ns() - t0;
+	cr_expect_lt(dt, slack(20 * MS), "a poll took %lld ns", (long long)dt);
+
+	t0 = now_ns();
+	cr_expect_eq(shp_process_join(p, 50 * MS), -ETIMEDOUT);
+	dt = now_ns() - t0;
+	cr_expect_geq(dt, 50 * MS, "returned early: %lld ns", (long long)dt);
+	cr_expect_lt(dt, 50 * MS + slack(100 * MS), "returned late: %lld ns",
+	             (long long)dt);
+	cr_expect_eq(shp_process_wait_status(p, &ws), -EAGAIN);
+
+	t0 = now_ns();
+	ws = status_after_join(p);
+	dt = now_ns() - t0;
+	cr_expect(WIFEXITED(ws) && WEXITSTATUS(ws) == 5, "status %#x", ws);
+	/* Woken by the exit, not much later: the child had slept ms less
+	 * the 50 ms above when this join started. */
+	cr_expect_lt(dt, ms * MS + slack(50 * MS), "joined after %lld ns",
+	             (long long)dt);
+	shp_process_free(p);
+}
+
+Test(process, kill_then_join_reports_the_signal, .timeout = 20)
+{
+	shp_process *p;
+	int ws;
+
+	start(&p, wait_forever, NULL);
+	cr_expect_eq(shp_process_join(p, 10 * MS), -ETIMEDOUT);
+	cr_expect_eq(shp_process_kill(p, SIGTERM), 0);
+	ws = status_after_join(p);
+	cr_expect(WIFSIGNALED(ws), "status %#x", ws);
+	cr_expect_eq(WTERMSIG(ws), SIGTERM);
+	/* Reaped: the pid is nobody's to signal any more. */
+	cr_expect_eq(shp_process_kill(p, SIGKILL), -ESRCH);
+	cr_expect_eq(shp_process_kill(p, 0), -ESRCH);
+	shp_process_free(p);
+}
+
+Test(process, free_of_a_running_child_leaves_no_zombie, .timeout = 20)
+{
+	shp_process *p;
+	pid_t pid;
+	int ws;
+
+	start(&p, wait_forever, NULL);
+	pid = shp_process_pid(p);
+	cr_expect(proc_alive(pid));
+	shp_process_free(p);
+	errno = 0;
+	cr_expect_eq(waitpid(pid, &ws, WNOHANG), -1, "the child is still ours");
+	cr_expect_eq(errno, ECHILD);
+	cr_expect_not(proc_alive(pid));
+}
+
+Test(process, free_after_exit_without_join_leaves_no_zombie, .timeout = 20)
+{
+	const int code = 9;
+	shp_process *p;
+	pid_t pid;
+	int ws;
+
+	start(&p, return_code, (void *)&code);
+	pid = shp_process_pid(p);
+	sleep_ms(50); /* a zombie by now, most likely */
+	shp_process_free(p);
+	errno = 0;
+	cr_expect_eq(waitpid(pid, &ws, WNOHANG), -1);
+	cr_expect_eq(errno, ECHILD);
+}
+
+struct joiner {
+	shp_process *p;
+	bool polling; /* join(1 ms) until done, instead of join(-1) */
+	int ret;
+	int ws;
+	long polls;
+};
+
+static void *join_thread(void *arg)
+{
+	struct joiner *j = arg;
+
+	if (j->polling) {
+		while ((j->ret = shp_process_join(j->p, MS)) == -ETIMEDOUT)
+			j->polls++;
+	} else {
+		j->ret = shp_process_join(j->p, -1);
+	}
+	if (j->ret == 0)
+		j->ret = shp_process_wait_status(j->p, &j->ws);
+	return NULL;
+}
+
+Test(process, concurrent_joins_from_three_threads, .timeout = 20)
+{
+	const int ms = (int)stretch_ms(100);
+	struct joiner j[3];
+	pthread_t t[3];
+	shp_process *p;
+
+	start(&p, sleep_then_5, (void *)&ms);
+	for (int i = 0; i < 3; i++) {
+		j[i] = (struct joiner){ .p = p, .polling = i == 2, .ws = -1 };
+		cr_assert_eq(pthread_create(&t[i], NULL, join_thread, &j[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		cr_expect_eq(j[i].ret, 0, "joiner %d: %d", i, j[i].ret);
+		cr_expect(WIFEXITED(j[i].ws) && WEXITSTATUS(j[i].ws) == 5,
+		          "joiner %d: status %#x", i, j[i].ws);
+	}
+	cr_expect_gt(j[2].polls, 0, "the child was gone before the polls");
+	shp_process_free(p);
+}
+
+/*
+ * With no descriptor left for a pidfd, join falls back to polling waitpid,
+ * and still times out and succeeds as with one.
+ */
+Test(process, join_without_a_pidfd_polls, .timeout = 20)
+{
+	const int ms = (int)stretch_ms(200);
+	struct rlimit old, low;
+	int fds[512], nfds = 0, fd, ws;
+	shp_process *p;
+	int64_t t0, dt;
+
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	if (low.rlim_cur > 256)
+		low.rlim_cur = 256;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	while (nfds < 512 && (fd = dup(0)) >= 0)
+		fds[nfds++] = fd;
+	cr_assert_eq(errno, EMFILE, "the table did not fill up");
+	start(&p, sleep_then_5, (void *)&ms);
+	while (nfds > 0)
+		close(fds[--nfds]);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+	t0 = now_ns();
+	cr_expect_eq(shp_process_join(p, 30 * MS), -ETIMEDOUT);
+	dt = now_ns() - t0;
+	cr_expect_geq(dt, 30 * MS, "returned early: %lld ns", (long long)dt);
+	cr_expect_lt(dt, 30 * MS + slack(100 * MS), "returned late: %lld ns",
+	             (long long)dt);
+	ws = status_after_join(p);
+	cr_expect(WIFEXITED(ws) && WEXITSTATUS(ws) == 5, "status %#x", ws);
+	shp_process_free(p);
+}
+
+/* Prints "child" without a newline and returns 0: the exit flushes it. */
+static int print_child(void *arg)
+{
+	(void)arg;
+	printf("child");
+	return 0;
+}
+
+Test(process, buffered_output_is_written_once, .timeout = 20)
+{
+	char path[] = "/tmp/shp-test-process-XXXXXX", buf[64] = "";
+	int fd, saved;
+	shp_process *p;
+	ssize_t len;
+
+	fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	unlink(path);
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	cr_assert_geq(saved, 0);
+	cr_assert_eq(dup2(fd, STDOUT_FILENO), STDOUT_FILENO);
+	printf("parent "); /* buffered: no newline, no flush */
+	start(&p, print_child, NULL);
+	cr_assert_eq(shp_process_join(p, -1), 0);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	len = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	cr_assert_geq(len, 0);
+	buf[len] = '\0';
+	/* Without the flush before the fork, "parent " would be there twice:
+	 * the child's copy of the buffer, flushed at its exit, and ours. */
+	cr_expect_str_eq(buf, "parent child");
+	shp_process_free(p);
+}
+
+static int *atexit_runs; /* shared_map()ed */
+
+static void count_atexit(void)
+{
+	if (atexit_runs)
+		__atomic_fetch_add(atexit_runs, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(process, child_runs_no_atexit_handler, .timeout = 20)
+{
+	const int code = 0;
+	shp_process *p;
+
+	atexit_runs = shared_map(sizeof(int));
+	cr_assert_eq(atexit(count_atexit), 0);
+	start(&p, return_code, (void *)&code);
+	cr_expect_eq(WEXITSTATUS(status_after_join(p)), 0);
+	cr_expect_eq(__atomic_load_n(atexit_runs, __ATOMIC_SEQ_CST), 0,
+	             "the child ran the parent's atexit handler");
+	shp_process_free(p);
+}
+
+/* arg: a handle inherited from the parent, of a sibling. Tries what a fork
+ * must not do with it, then frees its copy. Exit code: a bit per wrong
+ * answer. */
+static int misuse_sibling(void *arg)
+{
+	shp_process *sibling = arg;
+	int ws, bad = 0;
+
+	if (shp_process_join(sibling, 0) != -ECHILD)
+		bad |= 1;
+	if (shp_process_kill(sibling, SIGKILL) != -ECHILD)
+		bad |= 2;
+	if (shp_process_wait_status(sibling, &ws) != -EAGAIN)
+		bad |= 4;
+	shp_process_free(sibling); /* must not kill it */
+	return bad;
+}
+
+Test(process, a_fork_cannot_join_or_kill_and_free_spares_the_child, .timeout = 20)
+{
+	shp_process *a, *b;
+	int ws;
+
+	start(&a, wait_forever, NULL);
+	start(&b, misuse_sibling, a);
+	ws = status_after_join(b);
+	cr_expect(WIFEXITED(ws), "status %#x", ws);
+	cr_expect_eq(WEXITSTATUS(ws), 0, "wrong answers: %#x", WEXITSTATUS(ws));
+	cr_expect(proc_alive(shp_process_pid(a)), "a fork's free killed it");
+	cr_expect_eq(shp_process_join(a, 0), -ETIMEDOUT);
+	shp_process_free(a);
+	shp_process_free(b);
+}
+
+/* The seed's Process(target=rand_string, args=(5, output)), with an
+ * argument struct in the parent's memory: the child has its copy. */
+struct job {
+	unsigned length;
+	unsigned char *out; /* a shared_map() page */
+};
+
+static int write_length(void *arg)
+{
+	const struct job *j = arg;
+
+	memset(j->out, 'x', j->length);
+	return 0;
+}
+
+Test(process, argument_reaches_the_child, .timeout = 20)
+{
+	unsigned char *page = shared_map(64);
+	struct job j = { .length = 5, .out = page };
+	shp_process *p;
+
+	start(&p, write_length, &j);
+	cr_expect_eq(status_after_join(p), 0);
+	cr_expect_eq(memcmp(page, "xxxxx\0", 6), 0);
+	shp_process_free(p);
+	munmap(page, 64);
+}
