@@ -526,6 +526,83 @@ SHP_EXPORT int shp_process_kill(shp_process *p, int sig);
  * no zombie is left. NULL ok. */
 SHP_EXPORT void shp_process_free(shp_process *p);
 
+/*
+ * Ordered collection by position: n slots of elem_size bytes in shared
+ * memory, where the process computing result i puts it at position i and
+ * a reader takes results in position order as they arrive. It replaces
+ * Python's output.put((pos, result)) followed by results.sort().
+ *
+ * Create it before forking the writers (shp_process_start or fork()): it
+ * is a MAP_SHARED anonymous mapping, shared by the forks made after it, and
+ * has no name in /dev/shm. Each position is written once. A writer killed
+ * while writing its position never hangs the reader and never hands it
+ * torn bytes: the reader gets SHP_ECRASHED for that position. Puts, gets
+ * and fails may come from any thread of any process sharing it; next from
+ * one thread at a time per handle (each process's handle has its own
+ * cursor); destroy must be a handle's last use.
+ */
+typedef struct shp_collect shp_collect;
+
+/*
+ * Creates a collection of n positions of elem_size bytes each. Needs /proc
+ * (to tell a dead writer from a live one). Returns 0 and sets *c, or
+ * -EINVAL (NULL c, n or elem_size 0), -EOVERFLOW (n * elem_size overflows),
+ * -ENOMEM, -ENOSYS (no /proc).
+ */
+SHP_EXPORT int shp_collect_create(shp_collect **c, size_t n,
+                                  size_t elem_size);
+
+/*
+ * Stores elem (elem_size bytes) as position pos's result and wakes the
+ * reader. Returns 0; -EEXIST (pos was already written, failed, or is being
+ * written); -EINVAL (NULL c or elem, pos >= n); -ENOSYS (no /proc);
+ * SHP_ECORRUPT (the slot was written over while we wrote it).
+ */
+SHP_EXPORT int shp_collect_put(shp_collect *c, size_t pos, const void *elem);
+
+/*
+ * The next position's result, in position order 0, 1, ..., n - 1, waiting
+ * up to timeout_ns for it to arrive. *pos (if pos is not NULL) is set to
+ * the position concerned, and elem (if not NULL) receives elem_size bytes.
+ * Returns:
+ *   1             the element is in elem;
+ *   0             every position has been taken (*pos untouched);
+ *   -ETIMEDOUT    the position has not arrived yet; the next call waits
+ *                 for the same position;
+ *   SHP_ECRASHED  its writer died while writing it;
+ *   a status < 0  given to shp_collect_fail for it;
+ *   SHP_ECORRUPT  its slot holds a value no writer stores;
+ *   -EINVAL       NULL c.
+ * After every result but -ETIMEDOUT (and -EINVAL) the next call moves on
+ * to the next position; elem is written only when 1 is returned.
+ */
+SHP_EXPORT int shp_collect_next(shp_collect *c, size_t *pos, void *elem,
+                                int64_t timeout_ns);
+
+/*
+ * Position pos's result, waiting up to timeout_ns for it: returns as
+ * shp_collect_next (never 0), and -EINVAL for pos >= n. Random access: it
+ * neither takes the position nor moves shp_collect_next's cursor, and may
+ * be repeated.
+ */
+SHP_EXPORT int shp_collect_get(shp_collect *c, size_t pos, void *elem,
+                               int64_t timeout_ns);
+
+/*
+ * Marks position pos failed, with status, when its writer cannot write it
+ * (typically: shp_process_join showed that the process died before it
+ * did), so that the reader is not left waiting: it gets status for pos.
+ * status must be negative and not -ETIMEDOUT, which the reader could not
+ * tell from its own: SHP_ECRASHED, SHP_ETIMEDOUT or a code of your own.
+ * Returns 0; -EEXIST (pos was written, or is being written: what the
+ * writer left wins, SHP_ECRASHED included); -EINVAL; -ENOSYS.
+ */
+SHP_EXPORT int shp_collect_fail(shp_collect *c, size_t pos, int status);
+
+/* Unmaps the collection from the calling process (the others keep their
+ * view) and frees the handle. NULL ok. */
+SHP_EXPORT void shp_collect_destroy(shp_collect *c);
+
 /* A description of err (a -errno or an SHP_E* code); never NULL. */
 SHP_EXPORT const char *shp_strerror(int err);
 
