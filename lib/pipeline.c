@@ -71,14 +71,18 @@ struct hdr {
 
 enum kind { K_MAP, K_FILTER, K_FLAT, K_EACH };
 
+/* A stage's function; any: to check the one set for NULL. */
+union stage_fn {
+	shp_fn map;
+	shp_filter_fn filter;
+	shp_flat_map_fn flat;
+	shp_each_fn each;
+	void (*any)(void);
+};
+
 struct stage {
 	enum kind kind;
-	union {
-		shp_fn map;
-		shp_filter_fn filter;
-		shp_flat_map_fn flat;
-		shp_each_fn each;
-	} fn;
+	union stage_fn fn;
 	void *ctx;
 	size_t in_size;  /* payload in */
 	size_t out_size; /* payload out */
@@ -215,25 +219,23 @@ static size_t tail_size(const struct shp_pipeline *p)
 	return p->nst ? p->st[p->nst - 1].out_size : p->in_size;
 }
 
-static struct stage *add(struct shp_pipeline *p, enum kind kind,
-                         size_t out_size, unsigned workers, size_t maxsize,
-                         int *err)
+/* Appends a stage; fn (the member of kind) is checked non-NULL first. */
+static int add(struct shp_pipeline *p, enum kind kind, union stage_fn fn,
+               void *ctx, size_t out_size, unsigned workers, size_t maxsize)
 {
 	struct stage *st;
 
-	*err = -EINVAL;
-	if (!p || !workers || workers > MAX_WORKERS || !maxsize ||
+	if (!fn.any || !p || !workers || workers > MAX_WORKERS || !maxsize ||
 	    maxsize > MAX_MAXSIZE || out_size > MAX_PAYLOAD ||
-	    p->nst == MAX_STAGES || p->has_each)
-		return NULL;
-	if (kind == K_FLAT && p->ordered && p->has_flat)
-		return NULL;
-	if (p->started) {
-		*err = -EBUSY;
-		return NULL;
-	}
+	    p->nst == MAX_STAGES || p->has_each ||
+	    (kind == K_FLAT && p->ordered && p->has_flat))
+		return -EINVAL;
+	if (p->started)
+		return -EBUSY;
 	st = &p->st[p->nst];
 	st->kind = kind;
+	st->fn = fn;
+	st->ctx = ctx;
 	st->in_size = tail_size(p);
 	st->out_size = kind == K_FILTER ? st->in_size
 	               : kind == K_EACH ? 0 : out_size;
@@ -242,72 +244,35 @@ static struct stage *add(struct shp_pipeline *p, enum kind kind,
 	p->has_flat |= kind == K_FLAT;
 	p->has_each |= kind == K_EACH;
 	p->nst++;
-	*err = 0;
-	return st;
+	return 0;
 }
 
 int shp_pipeline_map(shp_pipeline *p, shp_fn fn, void *ctx, size_t out_size,
                      unsigned workers, size_t maxsize)
 {
-	struct stage *st;
-	int err;
-
-	if (!fn)
-		return -EINVAL;
-	st = add(p, K_MAP, out_size, workers, maxsize, &err);
-	if (st) {
-		st->fn.map = fn;
-		st->ctx = ctx;
-	}
-	return err;
+	return add(p, K_MAP, (union stage_fn){ .map = fn }, ctx, out_size,
+	           workers, maxsize);
 }
 
 int shp_pipeline_filter(shp_pipeline *p, shp_filter_fn fn, void *ctx,
                         unsigned workers, size_t maxsize)
 {
-	struct stage *st;
-	int err;
-
-	if (!fn)
-		return -EINVAL;
-	st = add(p, K_FILTER, 0, workers, maxsize, &err);
-	if (st) {
-		st->fn.filter = fn;
-		st->ctx = ctx;
-	}
-	return err;
+	return add(p, K_FILTER, (union stage_fn){ .filter = fn }, ctx, 0,
+	           workers, maxsize);
 }
 
 int shp_pipeline_flat_map(shp_pipeline *p, shp_flat_map_fn fn, void *ctx,
                           size_t out_size, unsigned workers, size_t maxsize)
 {
-	struct stage *st;
-	int err;
-
-	if (!fn)
-		return -EINVAL;
-	st = add(p, K_FLAT, out_size, workers, maxsize, &err);
-	if (st) {
-		st->fn.flat = fn;
-		st->ctx = ctx;
-	}
-	return err;
+	return add(p, K_FLAT, (union stage_fn){ .flat = fn }, ctx, out_size,
+	           workers, maxsize);
 }
 
 int shp_pipeline_each(shp_pipeline *p, shp_each_fn fn, void *ctx,
                       unsigned workers, size_t maxsize)
 {
-	struct stage *st;
-	int err;
-
-	if (!fn)
-		return -EINVAL;
-	st = add(p, K_EACH, 0, workers, maxsize, &err);
-	if (st) {
-		st->fn.each = fn;
-		st->ctx = ctx;
-	}
-	return err;
+	return add(p, K_EACH, (union stage_fn){ .each = fn }, ctx, 0, workers,
+	           maxsize);
 }
 
 /* ------------------------------------------------------------ workers */
