@@ -67,6 +67,19 @@ static void start(shp_process **p, shp_process_fn fn, void *arg)
 	cr_assert_gt(shp_process_pid(*p), 0);
 }
 
+/* A join with a timeout of ms on a running process: -ETIMEDOUT, neither
+ * early nor (much) late. */
+static void expect_join_times_out(shp_process *p, long ms)
+{
+	int64_t t0 = now_ns(), dt;
+
+	cr_expect_eq(shp_process_join(p, ms * MS), -ETIMEDOUT);
+	dt = now_ns() - t0;
+	cr_expect_geq(dt, ms * MS, "returned early: %lld ns", (long long)dt);
+	cr_expect_lt(dt, ms * MS + slack(100 * MS), "returned late: %lld ns",
+	             (long long)dt);
+}
+
 static int status_after_join(shp_process *p)
 {
 	int ws = -1;
@@ -157,12 +170,7 @@ Test(process, join_timeout_expires_then_succeeds, .timeout = 20)
 	dt = now_ns() - t0;
 	cr_expect_lt(dt, slack(20 * MS), "a poll took %lld ns", (long long)dt);
 
-	t0 = now_ns();
-	cr_expect_eq(shp_process_join(p, 50 * MS), -ETIMEDOUT);
-	dt = now_ns() - t0;
-	cr_expect_geq(dt, 50 * MS, "returned early: %lld ns", (long long)dt);
-	cr_expect_lt(dt, 50 * MS + slack(100 * MS), "returned late: %lld ns",
-	             (long long)dt);
+	expect_join_times_out(p, 50);
 	cr_expect_eq(shp_process_wait_status(p, &ws), -EAGAIN);
 
 	t0 = now_ns();
@@ -280,7 +288,6 @@ Test(process, join_without_a_pidfd_polls, .timeout = 20)
 	struct rlimit old, low;
 	int fds[512], nfds = 0, fd, ws;
 	shp_process *p;
-	int64_t t0, dt;
 
 	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
 	low = old;
@@ -295,12 +302,7 @@ Test(process, join_without_a_pidfd_polls, .timeout = 20)
 		close(fds[--nfds]);
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
 
-	t0 = now_ns();
-	cr_expect_eq(shp_process_join(p, 30 * MS), -ETIMEDOUT);
-	dt = now_ns() - t0;
-	cr_expect_geq(dt, 30 * MS, "returned early: %lld ns", (long long)dt);
-	cr_expect_lt(dt, 30 * MS + slack(100 * MS), "returned late: %lld ns",
-	             (long long)dt);
+	expect_join_times_out(p, 30);
 	ws = status_after_join(p);
 	cr_expect(WIFEXITED(ws) && WEXITSTATUS(ws) == 5, "status %#x", ws);
 	shp_process_free(p);
