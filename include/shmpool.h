@@ -81,8 +81,10 @@ struct shp_pool_options {
 /*
  * Creates a pool: maps the shared segment, starts the supervisor ("zygote")
  * process and the workers. Returns 0 and sets *pool, or -EINVAL (NULL pool,
- * absurd option), -ENOSPC (/dev/shm too small for the segment), -ENOMEM,
- * -EAGAIN (fork failed), or another -errno from the system.
+ * absurd option), -EOVERFLOW (the segment's size does not fit), -ENOSPC
+ * (/dev/shm too small for the segment), -ENOMEM, -EAGAIN (fork failed),
+ * -ETIMEDOUT (the supervisor did not report within 10 s), or another -errno
+ * from the system.
  */
 SHP_EXPORT int shp_pool_create(shp_pool **pool,
                                const struct shp_pool_options *opt);
@@ -134,7 +136,9 @@ SHP_EXPORT int shp_map(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
                        size_t in_size, void *out, size_t out_size, size_t n,
                        size_t chunksize, int *status);
 
-/* One task. Returns its status (>= 0) or a negative error as shp_map. */
+/* One task. Returns its status: what it returned (>= 0), SHP_ETASK when
+ * it returned a negative value, SHP_ECRASHED when its worker died running
+ * it; or a negative error as shp_map. */
 SHP_EXPORT int shp_apply(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
                          size_t in_size, void *out, size_t out_size);
 
@@ -170,7 +174,8 @@ struct shp_call_options {
 	void *callback_arg;
 };
 
-/* shp_map with options; opt NULL is shp_map with chunksize 0. */
+/* shp_map with options; opt NULL is shp_map with chunksize 0. Returns as
+ * shp_map, and -EINVAL also for a negative task_timeout_ns. */
 SHP_EXPORT int shp_map_opt(shp_pool *pool, shp_fn fn, void *ctx,
                            const void *in, size_t in_size, void *out,
                            size_t out_size, size_t n, int *status,
@@ -230,10 +235,13 @@ SHP_EXPORT void shp_async_free(shp_async *h);
  * completion order (shp_imap_unordered), with at most a bounded window of
  * tasks in flight, so any n runs in constant memory. Tasks run ahead of the
  * consumer only by that window: they are submitted as shp_iter_next takes
- * results. Arguments are checked as by shp_map (out_size may be 0), then
- * -EAGAIN when too many iterators are open on the pool (an iterator holds
- * its window until freed: windows shrink from 192 tasks to 64 as
- * iterators pile up; about 40 fit), -ENOMEM.
+ * results. Arguments are checked as by shp_map (out_size may be 0): -EINVAL
+ * (also for a NULL it), -E2BIG, -EOVERFLOW; then SHP_ECLOSED, SHP_EBROKEN,
+ * -EAGAIN when too many iterators are open on the pool and no other call is
+ * under way (an iterator holds its window until freed: windows shrink from
+ * 192 tasks to 64 as iterators pile up; about 40 fit; with other calls
+ * under way it waits for room), -EDEADLK (from a callback, when it would
+ * wait for room), SHP_ECORRUPT, -ENOMEM.
  */
 SHP_EXPORT int shp_imap(shp_pool *pool, shp_fn fn, void *ctx, const void *in,
                         size_t in_size, size_t n, size_t out_size,
@@ -256,7 +264,9 @@ SHP_EXPORT int shp_imap_unordered(shp_pool *pool, shp_fn fn, void *ctx,
 typedef int (*shp_gen_fn)(void *in, void *arg);
 
 /* imap over the inputs gen produces; flags 0 or SHP_UNORDERED; opt may be
- * NULL (its callbacks and wstatus are not used by iterators). */
+ * NULL (its callbacks and wstatus are not used by iterators). Errors as
+ * shp_imap, and -EINVAL also for a NULL gen, unknown flags or a negative
+ * task_timeout_ns. */
 SHP_EXPORT int shp_imap_gen(shp_pool *pool, shp_fn fn, void *ctx,
                             shp_gen_fn gen, void *gen_arg, size_t in_size,
                             size_t out_size, unsigned flags,
@@ -270,7 +280,10 @@ SHP_EXPORT int shp_imap_gen(shp_pool *pool, shp_fn fn, void *ctx,
  * Returns 0 when every result was taken; -ETIMEDOUT when timeout_ns passed
  * first (call again to go on); SHP_ECLOSED when the pool was terminated or
  * joined before the remaining tasks could run; SHP_EBROKEN, SHP_ECORRUPT;
- * the generator's own negative error; -EINVAL for NULL it.
+ * the generator's own negative error; -EOVERFLOW when the pool's 2^61 task
+ * numbers ran out (generator iterators take them 2^32 at a time); -EINVAL
+ * for NULL it. Every negative value but -ETIMEDOUT and -EINVAL is
+ * returned again by later calls.
  */
 SHP_EXPORT int shp_iter_next(shp_iter *it, size_t *index, const void **out,
                              int *status, int64_t timeout_ns);
@@ -280,7 +293,8 @@ SHP_EXPORT void shp_iter_free(shp_iter *it);
 /*
  * Shared memory visible to every worker at the same address, 64-byte
  * aligned: inputs and outputs that live here are neither copied in nor out.
- * Returns NULL (errno set to EINVAL or ENOMEM) on failure.
+ * Returns NULL on failure, with errno set to EINVAL (NULL pool, size 0) or
+ * ENOMEM (no room in the arena).
  */
 SHP_EXPORT void *shp_alloc(shp_pool *pool, size_t size);
 
