@@ -356,14 +356,14 @@ SHP_EXPORT int shp_queue_tryget(shp_queue *q, void *elem);
  * allows, waiting up to timeout_ns in all. Returns n, or how many were put
  * when the time ran out or the queue was closed part-way (then the rest
  * were not), or the error when none was: -ETIMEDOUT, SHP_ECLOSED, -EUSERS,
- * -EINVAL (also for n over INT_MAX).
+ * -EINVAL (also for n of 0 or over INT_MAX).
  */
 SHP_EXPORT int shp_queue_put_bulk(shp_queue *q, const void *elems, size_t n,
                                   int64_t timeout_ns);
 /*
  * Takes between 1 and max elements, as many as are there, waiting up to
  * timeout_ns for the first. Returns how many; 0 at the end marker;
- * -ETIMEDOUT, -EUSERS, -EINVAL (also for max over INT_MAX).
+ * -ETIMEDOUT, -EUSERS, -EINVAL (also for max of 0 or over INT_MAX).
  */
 SHP_EXPORT int shp_queue_get_bulk(shp_queue *q, void *elems, size_t max,
                                   int64_t timeout_ns);
