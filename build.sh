@@ -19,7 +19,9 @@ esac
 top=$(cd "$(dirname "$0")" && pwd)
 jobs=$(nproc 2>/dev/null || echo 2)
 
-packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev valgrind"
+# groff-base: tests/check-man.sh renders every manual page with it (it only
+# checks the pages' contents when neither groff nor mandoc is there).
+packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev valgrind groff-base"
 # The benchmark's peers: DPDK's and Concurrency Kit's rings, Python's Pool,
 # and gnuplot for the picture.
 [ "$job" = bench ] && packages="$packages libdpdk-dev libck-dev python3 gnuplot-nox"
