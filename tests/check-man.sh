@@ -3,7 +3,8 @@
 # - every symbol of lib/libshmpool.map has docs/man/NAME.3 (a page, or a
 #   ".so man3/OTHER.3" link to one), installed through Makefile.am, whose
 #   NAME and SYNOPSIS name it;
-# - each page has a RETURN VALUE section and names every error code
+# - each page has NAME, SYNOPSIS (with #include <shmpool.h> and the link
+#   flags), DESCRIPTION, RETURN VALUE and SEE ALSO, and names every error code
 #   (SHP_E*, E*) that the comment above the function's prototype in
 #   include/*.h names, so that a header and its page cannot drift apart;
 # - each page renders without a warning (groff -ww, or mandoc -Tlint).
@@ -74,10 +75,19 @@ for sym in $symbols; do
 	done
 done
 
-# Every page is installed.
+# Every page is installed, and has the sections of the house layout.
 for page in "$man"/*.3; do
-	grep -q "docs/man/$(basename "$page")" "$srcdir/Makefile.am" ||
-		fail "$(basename "$page"): not in dist_man3_MANS of Makefile.am"
+	name=$(basename "$page")
+	grep -q "docs/man/$name" "$srcdir/Makefile.am" ||
+		fail "$name: not in dist_man3_MANS of Makefile.am"
+	grep -q '^\.so ' "$page" && continue
+	for section in NAME SYNOPSIS DESCRIPTION 'RETURN VALUE' 'SEE ALSO'; do
+		grep -q "^\.SH $section\$" "$page" || fail "$name: no $section section"
+	done
+	sed -n '/^\.SH SYNOPSIS/,/^\.SH DESCRIPTION/p' "$page" | grep -q '#include <shmpool.h>' ||
+		fail "$name: SYNOPSIS does not #include <shmpool.h>"
+	sed -n '/^\.SH SYNOPSIS/,/^\.SH DESCRIPTION/p' "$page" | grep -q 'lshmpool' ||
+		fail "$name: SYNOPSIS does not say to link with -lshmpool"
 done
 
 # Every page renders cleanly (.so links are checked above).
