@@ -422,7 +422,8 @@ SHP_EXPORT int shp_emit(shp_emitter *em, const void *out);
  * may be NULL when in_size is 0), or over what gen produces (shp_gen_fn,
  * called in the pipeline's feeder thread, one item at a time, never ahead
  * of the queues). flags: 0 (input order) or SHP_UNORDERED. Returns 0, or
- * -EINVAL (NULL p, a size over 1 MiB - 16, bad flags), -ENOMEM.
+ * -EINVAL (NULL p or gen, a NULL in with items to read, a size over
+ * 1 MiB - 16, bad flags), -ENOMEM.
  */
 SHP_EXPORT int shp_pipeline_create(shp_pipeline **p, const void *in,
                                    size_t in_size, size_t n, unsigned flags);
@@ -459,7 +460,9 @@ SHP_EXPORT int shp_pipeline_each(shp_pipeline *p, shp_each_fn fn, void *ctx,
  * (call again to go on). The pipeline's error once it has one: SHP_ETASK
  * (a stage function returned a status of its own) or SHP_ECRASHED (a stage
  * worker died), or the generator's own negative error; returned again by
- * every later call. -EINVAL (NULL, no stages), -EAGAIN (fork failed).
+ * every later call. -EINVAL (NULL, no stages), -EAGAIN (fork failed),
+ * -ENOMEM, -ENOSYS (no /proc for the queues), SHP_ECORRUPT (an output the
+ * stages could not have produced, or one lost).
  */
 SHP_EXPORT int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
                                  int64_t timeout_ns);
@@ -473,7 +476,8 @@ SHP_EXPORT int shp_pipeline_run(shp_pipeline *p, int64_t timeout_ns);
  * worker died between items), the status (what the stage function
  * returned, or SHP_ECRASHED) and, for a crash, the worker's wait status
  * (0 when the program reaped the worker itself, e.g. in a SIGCHLD handler).
- * Any pointer may be NULL. 0, -ENOENT (no error), -EINVAL.
+ * Any pointer may be NULL. 0, -ENOENT (no error; a generator's own error
+ * is not one of the pipeline's), -EINVAL.
  */
 SHP_EXPORT int shp_pipeline_error(const shp_pipeline *p, unsigned *stage,
                                   size_t *index, int *status, int *wstatus);
