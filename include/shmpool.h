@@ -536,7 +536,7 @@ SHP_EXPORT int shp_process_pid(const shp_process *p);
  * Sends sig to the child (SIGTERM: Python's terminate(); SIGKILL: kill()).
  * Returns 0; -ESRCH once it was reaped (the pid may be somebody else's by
  * then: never signalled); -ECHILD (not the starter); -EINVAL (NULL, bad
- * signal number).
+ * signal number); -EPERM (the child changed its credentials).
  */
 SHP_EXPORT int shp_process_kill(shp_process *p, int sig);
 
@@ -613,7 +613,8 @@ SHP_EXPORT int shp_collect_get(shp_collect *c, size_t pos, void *elem,
  * status must be negative and not -ETIMEDOUT, which the reader could not
  * tell from its own: SHP_ECRASHED, SHP_ETIMEDOUT or a code of your own.
  * Returns 0; -EEXIST (pos was written, or is being written: what the
- * writer left wins, SHP_ECRASHED included); -EINVAL; -ENOSYS.
+ * writer left wins, SHP_ECRASHED included); -EINVAL; -ENOSYS; SHP_ECORRUPT
+ * (the slot was written over while we wrote it).
  */
 SHP_EXPORT int shp_collect_fail(shp_collect *c, size_t pos, int status);
 
