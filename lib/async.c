@@ -115,6 +115,9 @@ static void complete(struct shp_pool *pool, struct shp_async *list)
 		struct shp_async *h = list;
 
 		list = h->next;
+		/* R5: the outputs, statuses and result before DONE, for
+		 * readers that poll without the lock. Pairs with A5. */
+		shp__smp_release();
 		SHP_STORE(h->state, DONE);
 		pool->async_pending--;
 		/* Only a thread that waits is woken: a broadcast per
@@ -447,9 +450,14 @@ int shp_async_wait(shp_async *h, int64_t timeout_ns)
 
 int shp_async_ready(const shp_async *h)
 {
+	int done;
+
 	if (!h)
 		return -EINVAL;
-	return SHP_LOAD(h->state) == DONE;
+	done = SHP_LOAD(h->state) == DONE;
+	/* A5: a caller that sees 1 reads the outputs next. Pairs with R5. */
+	shp__smp_acquire();
+	return done;
 }
 
 int shp_async_result(const shp_async *h)
@@ -458,8 +466,7 @@ int shp_async_result(const shp_async *h)
 		return -EINVAL;
 	if (SHP_LOAD(h->state) != DONE)
 		return -EBUSY;
-	cmm_smp_rmb(); /* the state before the result; the lock orders
-	                * the writer's */
+	shp__smp_acquire(); /* A5: pairs with R5 */
 	return h->result;
 }
 
