@@ -438,7 +438,9 @@ SHP_EXPORT int shp_pipeline_create_gen(shp_pipeline **p, shp_gen_fn gen,
  * 1 MiB - 16). A filter passes its items on as they are. An each stage
  * passes nothing on: it must be the last. In input order, a pipeline may
  * hold one flat_map. Returns 0, -EINVAL (also: after an each stage, a
- * second flat_map in input order, more than 16 stages), -EBUSY (started).
+ * second flat_map in input order, more than 16 stages, workers that with
+ * the previous stage's, or the feeder, and one more exceed the 1024
+ * participants of a queue), -EBUSY (started).
  */
 SHP_EXPORT int shp_pipeline_map(shp_pipeline *p, shp_fn fn, void *ctx,
                                 size_t out_size, unsigned workers,

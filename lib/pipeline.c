@@ -54,6 +54,7 @@
 
 #define MAX_STAGES 16
 #define MAX_WORKERS 1024u
+#define QUEUE_USERS 1024u /* an shp_queue's participants at most */
 #define MAX_MAXSIZE ((size_t)1 << 20)
 #define MAX_PAYLOAD (((size_t)1 << 20) - sizeof(struct hdr))
 #define H_LAST 1u
@@ -225,7 +226,13 @@ static int add(struct shp_pipeline *p, enum kind kind, union stage_fn fn,
 {
 	struct stage *st;
 
-	if (!fn.any || !p || !workers || workers > MAX_WORKERS || !maxsize ||
+	/* The queue before the stage serves the workers of both sides (or
+	 * the feeder), the one after may serve the reader too: each is one
+	 * of the queue's participants. */
+	unsigned before = p && p->nst ? p->st[p->nst - 1].workers : 1;
+
+	if (!fn.any || !p || !workers || workers > MAX_WORKERS ||
+	    before + workers + 1 > QUEUE_USERS || !maxsize ||
 	    maxsize > MAX_MAXSIZE || out_size > MAX_PAYLOAD ||
 	    p->nst == MAX_STAGES || p->has_each ||
 	    (kind == K_FLAT && p->ordered && p->has_flat))
@@ -315,15 +322,16 @@ static bool orphaned(void)
 	return caller && getppid() != caller;
 }
 
-/* Puts a header and payload on q; false when the pipeline stops. */
-static bool pass(shp_queue *q, unsigned char *el)
+/* Puts a header and payload on q: 0; SHP_ECLOSED when the pipeline
+ * stops; -ESRCH once the caller is gone; another error of the queue's. */
+static int pass(shp_queue *q, unsigned char *el)
 {
 	int r;
 
 	while ((r = shp_queue_put(q, el, ORPHAN_CHECK_NS)) == -ETIMEDOUT)
 		if (orphaned())
-			return false;
-	return r == 0;
+			return -ESRCH;
+	return r;
 }
 
 /* The next item for a worker: as shp_queue_get, but -ESRCH once the
@@ -349,8 +357,10 @@ int shp_emit(shp_emitter *em, const void *out)
 
 		*h = em->h;
 		h->flags = 0;
-		if (!pass(em->st->out, em->buf[em->cur]))
-			return SHP_ECLOSED;
+		int r = pass(em->st->out, em->buf[em->cur]);
+
+		if (r)
+			return r;
 		em->h.sub++;
 		em->cur ^= 1;
 	}
@@ -361,8 +371,9 @@ int shp_emit(shp_emitter *em, const void *out)
 	return 0;
 }
 
-/* Handles one item; false when the worker must leave. */
-static bool handle(struct shp_pipeline *p, const struct stage *st,
+/* Handles one item: 0, or why the worker must leave: SHP_ECLOSED (the
+ * pipeline stops), or an error of pass(). */
+static int handle(struct shp_pipeline *p, const struct stage *st,
                    struct wrec *r, unsigned char *in, unsigned char *out[2])
 {
 	struct hdr *h = (struct hdr *)in, *oh = (struct hdr *)out[0];
@@ -377,7 +388,7 @@ static bool handle(struct shp_pipeline *p, const struct stage *st,
 		                 st->ctx);
 		if (ret) {
 			fail(p, r, h->index, ret);
-			return false;
+			return SHP_ECLOSED;
 		}
 		*oh = *h;
 		return pass(st->out, out[0]);
@@ -385,7 +396,7 @@ static bool handle(struct shp_pipeline *p, const struct stage *st,
 		ret = st->fn.filter(arg, st->ctx);
 		if (ret != 0 && ret != 1) {
 			fail(p, r, h->index, ret);
-			return false;
+			return SHP_ECLOSED;
 		}
 		if (!ret)
 			h->flags |= H_NONE;
@@ -394,7 +405,7 @@ static bool handle(struct shp_pipeline *p, const struct stage *st,
 		ret = st->fn.each(arg, st->ctx);
 		if (ret) {
 			fail(p, r, h->index, ret);
-			return false;
+			return SHP_ECLOSED;
 		}
 		h->flags |= H_NONE;
 		return pass(st->out, in);
@@ -406,17 +417,17 @@ static bool handle(struct shp_pipeline *p, const struct stage *st,
 		ret = st->fn.flat(arg, &em, st->ctx);
 		if (ret) {
 			fail(p, r, h->index, ret);
-			return false;
+			return SHP_ECLOSED;
 		}
 		if (SHP_LOAD(p->ctl->stop))
-			return false;
+			return SHP_ECLOSED;
 		oh = (struct hdr *)em.buf[em.cur];
 		*oh = em.h;
 		oh->flags = h->flags | (em.pending ? 0 : H_NONE);
 		return pass(st->out, em.buf[em.cur]);
 	}
 	}
-	return false;
+	return -EINVAL;
 }
 
 static void worker(struct shp_pipeline *p, unsigned s, struct wrec *r)
@@ -435,9 +446,17 @@ static void worker(struct shp_pipeline *p, unsigned s, struct wrec *r)
 	if (in && out[0] && out[1]) {
 		while ((got = next_item(q, in)) == 1 &&
 		       !SHP_LOAD(p->ctl->stop)) {
+			int h;
+
 			SHP_STORE(r->item, ((struct hdr *)in)->index + 1);
-			if (!handle(p, st, r, in, out))
+			h = handle(p, st, r, in, out);
+			if (h) {
+				/* A queue's own error is no normal leave:
+				 * the reader must see it, as a crash. */
+				if (h != SHP_ECLOSED)
+					got = h;
 				break;
+			}
 			SHP_STORE(r->item, 0);
 		}
 	}
@@ -459,6 +478,7 @@ static void *feed(void *arg)
 
 	for (uint64_t i = 0; el && (p->gen || i < p->n); i++) {
 		struct hdr *h = (struct hdr *)el;
+		int r;
 
 		if (p->ordered) {
 			/* Never more than the window ahead of the reader. */
@@ -468,8 +488,8 @@ static void *feed(void *arg)
 			pthread_mutex_unlock(&p->lock);
 		}
 		if (p->gen) {
-			int r = p->gen(p->in_size ? el + sizeof(*h) : NULL,
-			               p->gen_arg);
+			r = p->gen(p->in_size ? el + sizeof(*h) : NULL,
+			           p->gen_arg);
 
 			if (r <= 0) {
 				gen_err = r;
@@ -482,8 +502,12 @@ static void *feed(void *arg)
 		h->index = i;
 		h->sub = 0;
 		h->flags = H_LAST;
-		if (!pass(p->src, el))
-			break; /* stopped */
+		r = pass(p->src, el);
+		if (r) {
+			if (r != SHP_ECLOSED)
+				gen_err = r; /* ends the source with it */
+			break;
+		}
 	}
 	if (!el)
 		gen_err = -ENOMEM;

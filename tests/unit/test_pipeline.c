@@ -109,6 +109,10 @@ Test(pipeline, bad_arguments, .timeout = 10)
 	             0);
 	cr_expect_eq(shp_pipeline_flat_map(p, spread, NULL, sizeof(long), 1, 4),
 	             -EINVAL, "a second flat_map in input order");
+	/* 700 + 400 + 1 would pass a queue's 1024 participants. */
+	cr_expect_eq(shp_pipeline_map(p, square, NULL, 8, 400, 1), 0);
+	cr_expect_eq(shp_pipeline_map(p, square, NULL, 8, 700, 1), -EINVAL);
+	cr_expect_eq(shp_pipeline_map(p, square, NULL, 8, 623, 1), 0);
 	cr_expect_eq(shp_pipeline_error(p, NULL, NULL, NULL, NULL), -ENOENT);
 	cr_expect_eq(shp_pipeline_error(NULL, NULL, NULL, NULL, NULL), -EINVAL);
 	cr_expect_eq(shp_emit(NULL, in), -EINVAL);
