@@ -47,7 +47,19 @@ unsigned shp__ring_enqueue_burst(struct shp__ring *r,
 			continue;
 		}
 moved:
-		pos = SHP_LOAD(r->tail);
+		/* The producer that won pos moved tail past it (its CAS, a
+		 * full barrier) before it published the cell (R1), and a
+		 * consumer released the cell after that: so tail has moved,
+		 * unless a task wrote the cell or tail. Following those would
+		 * spin for ever: no room, then. */
+		cmm_smp_rmb(); /* A6: seq before tail; pairs with that CAS */
+		{
+			uint64_t now = SHP_LOAD(r->tail);
+
+			if ((int64_t)(now - pos) <= 0)
+				return 0;
+			pos = now;
+		}
 	}
 	for (unsigned i = 0; i < k; i++) {
 		struct shp__cell *c = &r->cells[(pos + i) & r->mask];
@@ -60,6 +72,21 @@ moved:
 		SHP_STORE(c->seq, pos + i + 1);
 	}
 	return k;
+}
+
+/*
+ * A dequeue that takes nothing. Drops a claim left by a CAS we lost: kept,
+ * it would name the winner's cell while we sleep, and if the winner died
+ * holding it, shp__ring_repair() would answer BUSY until we next dequeue,
+ * which may be never (the dead one's chunk was the last work: the call
+ * hangs). No barrier: under that claim we own nothing, so a repairer is
+ * right whichever value it reads.
+ */
+static inline bool take_nothing(struct shp__claim *cl)
+{
+	if (cl && SHP_LOAD(cl->pos) != SHP_CLAIM_NONE)
+		SHP_STORE(cl->pos, SHP_CLAIM_NONE);
+	return false;
 }
 
 bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
@@ -75,21 +102,18 @@ bool shp__ring_dequeue(struct shp__ring *r, struct shp__task *t,
 		c = &r->cells[pos & r->mask];
 		seq = SHP_LOAD(c->seq);
 		dif = (int64_t)(seq - (pos + 1));
-		if (dif < 0) {
-			/* Empty: the cell's producer is not done. Drop a
-			 * claim left by a CAS we lost: kept, it would name the
-			 * winner's cell while we sleep, and if the winner died
-			 * holding it, shp__ring_repair() would answer BUSY
-			 * until we next dequeue, which may be never (the
-			 * dead one's chunk was the last work: the call hangs).
-			 * No barrier: under that claim we own nothing, so a
-			 * repairer is right whichever value it reads. */
-			if (cl && SHP_LOAD(cl->pos) != SHP_CLAIM_NONE)
-				SHP_STORE(cl->pos, SHP_CLAIM_NONE);
-			return false;
-		}
+		if (dif < 0)
+			return take_nothing(cl); /* its producer is not done */
 		if (dif > 0) {
-			pos = SHP_LOAD(r->head); /* another consumer took it */
+			/* Another consumer took the cell: it moved head past
+			 * pos (C1) before it released the cell (R2), so head
+			 * has moved, unless a task wrote the cell or head.
+			 * Nothing to take, then, rather than spin. */
+			cmm_smp_rmb(); /* A7: seq before head; pairs with C1 */
+			prev = SHP_LOAD(r->head);
+			if ((int64_t)(prev - pos) <= 0)
+				return take_nothing(cl);
+			pos = prev;
 			continue;
 		}
 		if (cl) {

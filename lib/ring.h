@@ -33,6 +33,13 @@
  *   (NONE, 1)  *t holds a descriptor the consumer owns (cell released)
  *   back to (NONE, 0) through shp__ring_release_claim() when the consumer
  *   is done with the descriptor.
+ *
+ * Words a task may write: the geometry is sealed (shp__ring_seal), but
+ * head, tail and every seq are not, and a task can set them to values no
+ * producer or consumer leaves. Every loop here that follows them is
+ * bounded: where a live peer would have moved an index, a reload that
+ * shows it unmoved ends the operation as full (enqueue) or empty
+ * (dequeue). Those reloads are off the fast path.
  */
 #ifndef SHP_RING_H
 #define SHP_RING_H
@@ -100,16 +107,20 @@ int shp__ring_seal(struct shp__ring *r);
 
 /*
  * Enqueues up to n descriptors, in order, as one contiguous run. Returns how
- * many were enqueued (0 when full). Safe against any number of concurrent
- * producers and consumers. Each descriptor is published with a release
- * (R1): a consumer that takes it sees everything the producer wrote before.
+ * many were enqueued (0 when full, or when the cell at tail is ahead of a
+ * tail that does not move: words a task wrote). Safe against any number of
+ * concurrent producers and consumers. Each descriptor is published with a
+ * release (R1): a consumer that takes it sees everything the producer wrote
+ * before.
  */
 unsigned shp__ring_enqueue_burst(struct shp__ring *r,
                                  const struct shp__task *t, unsigned n);
 
 /*
- * Dequeues one descriptor into *t. Returns false when the ring is empty.
- * Safe against any number of concurrent producers and consumers. t and cl
+ * Dequeues one descriptor into *t. Returns false when the cell at head
+ * holds none: the ring is empty, its producer is not done, or the cell is
+ * ahead of a head that does not move (words a task wrote). Safe against
+ * any number of concurrent producers and consumers. t and cl
  * must both be in shared memory, owned by this consumer, with cl idle
  * (NONE, 0) or NULL (then no repair is possible). On true, the consumer
  * owns *t until it calls shp__ring_release_claim(cl). On false, cl is left

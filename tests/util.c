@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,21 @@ bool among(pid_t x, const pid_t *v, size_t n)
 		if (v[i] == x)
 			return true;
 	return false;
+}
+
+bool bg_join(pthread_t th, long ms)
+{
+	struct timespec ts;
+
+	ms = stretch_ms(ms);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return pthread_timedjoin_np(th, NULL, &ts) == 0;
 }
 
 void *shared_map(size_t size)

@@ -3,6 +3,7 @@
 #define SHP_TEST_UTIL_H
 
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,9 @@ int *iota(size_t n);
 int *filled(size_t n, int value);
 /* Whether x is one of the n pids of v. */
 bool among(pid_t x, const pid_t *v, size_t n);
+/* Joins th within ms (stretched under valgrind); false, the thread still
+ * running, otherwise. */
+bool bg_join(pthread_t th, long ms);
 /* Zeroed MAP_SHARED anonymous memory: every process of a pool created
  * after this call (a fork) shares it. munmap() it. */
 void *shared_map(size_t size);

@@ -104,22 +104,6 @@ static void bg_map_start(struct bg_map *m, shp_pool *p, shp_fn fn, void *ctx,
 	cr_assert_eq(pthread_create(&m->th, NULL, bg_map_main, m), 0);
 }
 
-/* Joins within ms; false (the thread still runs) otherwise. */
-static bool bg_join(pthread_t th, long ms)
-{
-	struct timespec ts;
-
-	ms = stretch_ms(ms);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	return pthread_timedjoin_np(th, NULL, &ts) == 0;
-}
-
 static void bg_map_free(struct bg_map *m)
 {
 	free(m->in);

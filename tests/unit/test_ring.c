@@ -1,4 +1,5 @@
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -6,6 +7,7 @@
 
 #include "ring.h"
 #include "ring_torture.h"
+#include "util.h"
 
 static struct shp__ring *ring_new(uint32_t size)
 {
@@ -237,6 +239,152 @@ Test(ring, repair_of_cell_taken_by_another_is_none, .timeout = 10)
 	cr_expect_eq(shp__ring_repair(r, &dead.cl, &dead.t, NULL, 0),
 	             SHP_REPAIR_NONE);
 	cr_expect_eq(shp__ring_count(r), 1);
+	free(r);
+}
+
+/*
+ * Words a task scribbled (ring.h): every operation must come back, with
+ * "full" or "empty", and leave the words as it found them. Each runs in a
+ * thread, so that one that follows the words for ever fails its test
+ * rather than hanging it.
+ */
+struct bounded {
+	struct shp__ring *r;
+	bool dequeue;      /* else: enqueue one descriptor */
+	struct consumer c; /* the dequeue's claim and buffer */
+	unsigned result;   /* what the operation returned */
+	pthread_t th;
+};
+
+static void *bounded_main(void *arg)
+{
+	struct bounded *b = arg;
+	struct shp__task t = task(42);
+
+	if (b->dequeue)
+		b->result = shp__ring_dequeue(b->r, &b->c.t, &b->c.cl);
+	else
+		b->result = shp__ring_enqueue_burst(b->r, &t, 1);
+	return NULL;
+}
+
+/* Runs one enqueue (dequeue: false) or dequeue on r; fails the test unless
+ * it returns within 2 s. Returns its result. */
+static unsigned bounded_op(struct shp__ring *r, bool dequeue)
+{
+	struct bounded b = { .r = r, .dequeue = dequeue,
+	                     .c = { .cl = { SHP_CLAIM_NONE, 0 } } };
+
+	cr_assert_eq(pthread_create(&b.th, NULL, bounded_main, &b), 0);
+	cr_assert(bg_join(b.th, 2000), "the %s spins on the scribbled words",
+	          dequeue ? "dequeue" : "enqueue");
+	if (dequeue)
+		cr_expect(b.c.cl.pos == SHP_CLAIM_NONE && b.c.cl.held == 0,
+		          "the dequeue left its claim (%" PRIu64 ", %" PRIu64 ")",
+		          b.c.cl.pos, b.c.cl.held);
+	return b.result;
+}
+
+/* The seq of every cell, to check that an operation changed none. */
+static void save_seqs(const struct shp__ring *r, uint64_t *seq)
+{
+	for (uint32_t i = 0; i < r->size; i++)
+		seq[i] = r->cells[i].seq;
+}
+
+static void expect_seqs(const struct shp__ring *r, const uint64_t *seq)
+{
+	for (uint32_t i = 0; i < r->size; i++)
+		cr_expect_eq(r->cells[i].seq, seq[i], "cell %u", i);
+}
+
+Test(ring, enqueue_on_a_cell_ahead_of_tail_returns_zero, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(8, 3);
+	uint64_t seq[8];
+
+	/* A cell ahead of tail is what a producer that won tail leaves:
+	 * the enqueue reloads tail, which must have moved. */
+	r->cells[3].seq = 3 + 2 * 8;
+	save_seqs(r, seq);
+	cr_expect_eq(bounded_op(r, false), 0);
+	cr_expect_eq(r->tail, 3);
+	expect_seqs(r, seq);
+	free(r);
+}
+
+Test(ring, enqueue_with_tail_rewound_returns_zero, .timeout = 10)
+{
+	static const uint64_t to[] = { 0, 1, 4 }; /* released, FULL, FULL */
+	struct shp__ring *r = ring_with(8, 6);
+	struct shp__task t;
+	uint64_t seq[8];
+
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	save_seqs(r, seq);
+	for (size_t i = 0; i < sizeof(to) / sizeof(to[0]); i++) {
+		r->tail = to[i];
+		cr_expect_eq(bounded_op(r, false), 0, "tail %" PRIu64, to[i]);
+		cr_expect_eq(r->tail, to[i]);
+		expect_seqs(r, seq);
+	}
+	free(r);
+}
+
+Test(ring, enqueue_with_tail_laps_ahead_returns_zero, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(8, 3);
+	uint64_t seq[8];
+
+	save_seqs(r, seq);
+	r->tail = 3 + 5 * 8;
+	cr_expect_eq(bounded_op(r, false), 0);
+	cr_expect_eq(r->tail, 3 + 5 * 8);
+	expect_seqs(r, seq);
+	free(r);
+}
+
+Test(ring, dequeue_with_head_rewound_returns_false, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(8, 4);
+	struct shp__task t;
+	uint64_t seq[8];
+
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	save_seqs(r, seq);
+	r->head = 0; /* cell 0 released for the next lap, head back on it */
+	cr_expect_eq(bounded_op(r, true), false);
+	cr_expect_eq(r->head, 0);
+	expect_seqs(r, seq);
+	free(r);
+}
+
+Test(ring, dequeue_on_a_cell_ahead_of_head_returns_false, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(8, 2);
+	uint64_t seq[8];
+
+	r->cells[0].seq = 1 + 3 * 8;
+	save_seqs(r, seq);
+	cr_expect_eq(bounded_op(r, true), false);
+	cr_expect_eq(r->head, 0);
+	expect_seqs(r, seq);
+	free(r);
+}
+
+Test(ring, dequeue_on_a_cell_behind_head_returns_false, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(8, 2);
+	uint64_t seq[8];
+
+	r->cells[0].seq = 0; /* EMPTY again, tail past it */
+	save_seqs(r, seq);
+	cr_expect_eq(bounded_op(r, true), false);
+	cr_expect_eq(r->head, 0);
+	cr_expect_eq(shp__ring_count(r), 2);
+	expect_seqs(r, seq);
 	free(r);
 }
 
