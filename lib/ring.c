@@ -171,6 +171,17 @@ uint64_t shp__ring_count(const struct shp__ring *r)
 	return tail > head ? tail - head : 0;
 }
 
+/* Whether the cell for position pos is FULL: holds pos's descriptor. */
+static inline bool full_at(const struct shp__ring *r, uint64_t pos)
+{
+	return SHP_LOAD(r->cells[pos & r->mask].seq) == pos + 1;
+}
+
+bool shp__ring_ready(const struct shp__ring *r)
+{
+	return full_at(r, SHP_LOAD(r->head));
+}
+
 static void release_cell(struct shp__ring *r, struct shp__cell *c,
                          uint64_t pos)
 {

@@ -138,6 +138,15 @@ static inline void shp__ring_release_claim(struct shp__claim *cl)
 /* Number of descriptors in the ring; a snapshot, exact when quiescent. */
 uint64_t shp__ring_count(const struct shp__ring *r);
 
+/*
+ * Whether the cell at head is FULL: a dequeue now takes its descriptor, or
+ * another consumer does. What idle consumers wait for: a count above zero
+ * is not enough, since a producer between its CAS on tail and R1, or a
+ * task that wrote the ring, keeps it up with nothing to take. Every
+ * producer notifies after R1, so an eventcount sleep on this misses none.
+ */
+bool shp__ring_ready(const struct shp__ring *r);
+
 enum shp__repair {
 	SHP_REPAIR_NONE,  /* the dead consumer owned no descriptor */
 	SHP_REPAIR_TAKEN, /* it owned one: *t, now the repairer's */

@@ -134,8 +134,13 @@ static void run_chunk(struct shp_pool *pool, struct shp__worker *me)
 	}
 }
 
-/* Waits for work; returns when the ring may have some or the pool state
- * changed. Spins first: a wake-up costs microseconds, a spin nanoseconds. */
+/*
+ * Waits for work; returns when the cell at the ring's head holds a
+ * descriptor or the pool state changed. Spins first: a wake-up costs
+ * microseconds, a spin nanoseconds. Not a non-zero count: a task that wrote
+ * the ring can keep one up for ever with nothing to take, and the worker
+ * would burn its core on dequeues that fail.
+ */
 static void idle(struct shp_pool *pool)
 {
 	struct shp__header *h = pool->hdr;
@@ -144,7 +149,7 @@ static void idle(struct shp_pool *pool)
 
 	while (pool->spin_ns > 0) {
 		for (int k = 0; k < 64; k++) {
-			if (shp__ring_count(pool->ring) ||
+			if (shp__ring_ready(pool->ring) ||
 			    SHP_LOAD(h->state) != SHP_STATE_RUN)
 				return;
 			caa_cpu_relax();
@@ -152,9 +157,9 @@ static void idle(struct shp_pool *pool)
 		if (shp__now_ns() >= until)
 			break;
 	}
-	key = shp__ec_prepare(&h->work_ec); /* E1 */
+	key = shp__ec_prepare(&h->work_ec); /* E1: pairs with N1 of the producer */
 	SHP_FAULT(IDLE_SLEEPER);
-	if (shp__ring_count(pool->ring) || SHP_LOAD(h->state) != SHP_STATE_RUN)
+	if (shp__ring_ready(pool->ring) || SHP_LOAD(h->state) != SHP_STATE_RUN)
 		return;
 	shp__ec_wait(&h->work_ec, key, shp__now_ns() + IDLE_TICK_NS);
 	if (getppid() != pool->zygote)

@@ -388,6 +388,33 @@ Test(ring, dequeue_on_a_cell_behind_head_returns_false, .timeout = 10)
 	free(r);
 }
 
+Test(ring, ready_only_when_the_cell_at_head_is_full, .timeout = 10)
+{
+	struct shp__ring *r = ring_new(8);
+	struct shp__task t = task(5);
+
+	cr_expect_not(shp__ring_ready(r));
+	/* A producer that won tail 0 and has not published: a count, but
+	 * nothing to take. */
+	r->tail = 1;
+	cr_expect_eq(shp__ring_count(r), 1);
+	cr_expect_not(shp__ring_ready(r));
+	r->cells[0].task = t;
+	r->cells[0].seq = 1;
+	cr_expect(shp__ring_ready(r));
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	expect_task(&t, 5);
+	cr_expect_not(shp__ring_ready(r));
+	/* Scribbled: the cell at head a lap ahead, or EMPTY again. */
+	cr_assert_eq(shp__ring_enqueue_burst(r, &t, 1), 1);
+	cr_expect(shp__ring_ready(r));
+	r->cells[1].seq = 2 + 8;
+	cr_expect_not(shp__ring_ready(r));
+	r->cells[1].seq = 1;
+	cr_expect_not(shp__ring_ready(r));
+	free(r);
+}
+
 /* Two consumers race for one descriptor per round: the loser must come back
  * with its claim idle, whether it lost the CAS on head or saw the cell
  * taken. A claim left naming the winner's cell would make a repair of the
