@@ -88,6 +88,15 @@ long long proc_cpu_ticks(pid_t pid)
 	return stat_of(pid, &st, &pp, &t) ? t : -1;
 }
 
+long long proc_cpu_ticks_all(const pid_t *pids, size_t n)
+{
+	long long sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum += proc_cpu_ticks(pids[i]);
+	return sum;
+}
+
 static int count_dir(const char *path, const char *prefix)
 {
 	DIR *d = opendir(path);

@@ -16,6 +16,8 @@ bool proc_alive(pid_t pid);
 bool proc_parent(pid_t pid, pid_t *ppid);
 /* utime + stime of pid, in clock ticks; -1 if unreadable. */
 long long proc_cpu_ticks(pid_t pid);
+/* The sum of proc_cpu_ticks over n pids. */
+long long proc_cpu_ticks_all(const pid_t *pids, size_t n);
 /* Open file descriptors of this process. */
 int proc_fd_count(void);
 /* Entries in /dev/shm of pools created by process creator (a segment's

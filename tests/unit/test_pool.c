@@ -114,7 +114,7 @@ Test(pool, idle_pool_uses_no_cpu, .timeout = 20)
 	struct shp_pool_options o = { .workers = 2 };
 	shp_pool *p;
 	pid_t kids[8];
-	long long before = 0, after = 0;
+	long long before, after;
 	long hz = sysconf(_SC_CLK_TCK);
 	size_t n;
 	int x = 1, y;
@@ -124,11 +124,9 @@ Test(pool, idle_pool_uses_no_cpu, .timeout = 20)
 	sleep_ms(100); /* past the workers' spin */
 	n = proc_descendants(getpid(), kids, 8);
 	cr_assert_eq(n, 3);
-	for (size_t i = 0; i < n; i++)
-		before += proc_cpu_ticks(kids[i]);
+	before = proc_cpu_ticks_all(kids, n);
 	sleep_ms(1000);
-	for (size_t i = 0; i < n; i++)
-		after += proc_cpu_ticks(kids[i]);
+	after = proc_cpu_ticks_all(kids, n);
 	/* 2% of a CPU over 1 s, in clock ticks (hz is 100: 2 ticks). */
 	cr_expect_leq(after - before, hz * 2 / 100,
 	              "idle pool used %lld ticks in 1 s", after - before);
