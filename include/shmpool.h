@@ -97,8 +97,9 @@ SHP_EXPORT int shp_pool_close(shp_pool *pool);
  * included (not for iterators, which move only when read: their tasks in
  * flight finish, then shp_iter_next returns SHP_ECLOSED), lets the workers
  * and the supervisor exit and reaps them. 0, -EINVAL (NULL, or the pool is
- * not closed), -EDEADLK from a callback, or SHP_EBROKEN when the supervisor
- * had died.
+ * not closed), -EDEADLK from a callback, SHP_EBROKEN when the supervisor
+ * had died, or SHP_ECORRUPT when a call had found the task ring corrupt
+ * (then the workers are stopped as by shp_pool_terminate).
  */
 SHP_EXPORT int shp_pool_join(shp_pool *pool);
 

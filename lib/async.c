@@ -326,8 +326,7 @@ static int submit_async(struct shp_async *h, shp_async **out)
 	h->c.notify = SHP_NOTIFY_HANDLER;
 	pthread_mutex_lock(&pool->lock);
 	if (pool->phase != SHP_PHASE_OPEN)
-		err = pool->phase == SHP_PHASE_BROKEN ? SHP_EBROKEN
-		                                      : SHP_ECLOSED;
+		err = shp__phase_error(pool->phase);
 	else
 		err = start_handler(pool);
 	if (!err) {

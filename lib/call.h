@@ -67,6 +67,10 @@ struct call {
 	bool begun;
 	int64_t next_check; /* when the ring-room poll checks the supervisor */
 	unsigned stalls;    /* wait slices in a row that found the pool idle */
+	/* Since when the checks have found the ring frozen at the same head
+	 * and tail (0: the last one did not). */
+	int64_t frozen_since;
+	uint64_t frozen_head, frozen_tail;
 };
 
 #define SHP_FORM_ITER 1u /* results through an iterator: no out array */
@@ -125,9 +129,12 @@ bool shp__call_ready(const struct call *c);
 int shp__call_wait(struct call *c, int64_t deadline);
 
 /*
- * After a wait slice without a result: whether the call can still
- * complete. 0, or SHP_ECORRUPT when the call record in the segment no
- * longer says what the call wrote there, or when, two slices in a row,
+ * After a wait slice without a result, or a slice of polling for ring
+ * room: whether the call can still complete. 0, or SHP_ECORRUPT when the
+ * call record in the segment no longer says what the call wrote there;
+ * when the task ring's indices are impossible, or it has stayed frozen
+ * (nothing can take from it or make room) for half a second: then the
+ * pool is marked corrupt, for every call; or when, two slices in a row,
  * nothing in the pool could complete the tasks the call waits for (a task
  * rewound their tags).
  */
@@ -144,8 +151,9 @@ void shp__call_abandon(struct call *c);
 
 /*
  * Whether the pool can still deliver results: 0, SHP_ECLOSED (terminated
- * or joined), or SHP_EBROKEN (the supervisor is dead; the pool is marked
- * broken). check_supervisor: also look whether the supervisor lives.
+ * or joined), SHP_EBROKEN (the supervisor is dead; the pool is marked
+ * broken), or SHP_ECORRUPT (a call found the task ring corrupt).
+ * check_supervisor: also look whether the supervisor lives.
  */
 int shp__pool_health(struct shp_pool *pool, bool check_supervisor);
 

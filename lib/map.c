@@ -20,6 +20,9 @@
 #define RESERVE_BLOCKS 8u
 #define WAIT_SLICE_NS 100000000     /* re-check the supervisor this often */
 #define POLL_NS 20000               /* ring-room poll period */
+/* A ring frozen this long was stopped by a task, not by a producer that
+ * lost its core between its CAS on tail and publishing (see ring_check). */
+#define RING_STALL_NS 500000000
 /* Tickets a generator call reserves at a time; it re-bases when they run
  * out, so an endless stream costs 2^32 tickets per 2^32 inputs. */
 #define GEN_TICKETS (UINT64_C(1) << 32)
@@ -49,31 +52,43 @@ static bool mul_overflows(size_t a, size_t b)
 	return __builtin_mul_overflow(a, b, &r);
 }
 
+/* Whether calls under way in a pool in phase ph may go on. */
+static bool phase_runs(enum shp__phase ph)
+{
+	return ph == SHP_PHASE_OPEN || ph == SHP_PHASE_CLOSED;
+}
+
 int shp__pool_health(struct shp_pool *pool, bool check_supervisor)
 {
 	enum shp__phase ph = SHP_LOAD(pool->phase);
 	int err = 0;
 
-	if (ph == SHP_PHASE_TERMINATED || ph == SHP_PHASE_JOINED)
-		return SHP_ECLOSED;
-	if (ph == SHP_PHASE_BROKEN)
-		return SHP_EBROKEN;
+	if (!phase_runs(ph))
+		return shp__phase_error(ph);
 	if (!check_supervisor)
 		return 0;
 	/* The liveness check (a waitpid) runs under the lock, so that two
 	 * calls that look at once do not race on pool->zygote_status. */
 	pthread_mutex_lock(&pool->lock);
-	if (pool->phase == SHP_PHASE_BROKEN) {
-		err = SHP_EBROKEN;
-	} else if (pool->phase == SHP_PHASE_TERMINATED ||
-	           pool->phase == SHP_PHASE_JOINED) {
-		err = SHP_ECLOSED;
-	} else if (!shp__supervisor_alive(pool)) {
-		pool->phase = SHP_PHASE_BROKEN;
-		err = SHP_EBROKEN;
-	}
+	if (phase_runs(pool->phase) && !shp__supervisor_alive(pool))
+		SHP_STORE(pool->phase, SHP_PHASE_BROKEN);
+	if (!phase_runs(pool->phase))
+		err = shp__phase_error(pool->phase);
 	pthread_mutex_unlock(&pool->lock);
 	return err;
+}
+
+/* A call found the ring unusable for every call: later ones fail at once,
+ * and those under way at their next look at the pool. */
+static void make_corrupt(struct shp_pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (phase_runs(pool->phase))
+		SHP_STORE(pool->phase, SHP_PHASE_CORRUPT);
+	/* Calls waiting for an entry or slots (shp__call_begin). */
+	pthread_cond_broadcast(&pool->cond);
+	pthread_mutex_unlock(&pool->lock);
+	shp__kick_handler(pool);
 }
 
 int shp__call_init(struct call *c, struct shp_pool *pool, shp_fn fn,
@@ -96,8 +111,7 @@ int shp__call_init(struct call *c, struct shp_pool *pool, shp_fn fn,
 	if (opt && opt->task_timeout_ns < 0)
 		return -EINVAL;
 	if (SHP_LOAD(pool->phase) != SHP_PHASE_OPEN)
-		return SHP_LOAD(pool->phase) == SHP_PHASE_BROKEN ? SHP_EBROKEN
-		                                                 : SHP_ECLOSED;
+		return shp__phase_error(SHP_LOAD(pool->phase));
 	memset(c, 0, sizeof(*c));
 	c->pool = pool;
 	c->fn = fn;
@@ -248,8 +262,7 @@ int shp__call_begin(struct call *c, bool wait)
 		    (pool->phase != SHP_PHASE_CLOSED || !c->notify)) {
 			/* A closed pool still starts the asynchronous calls
 			 * that were queued before it closed. */
-			err = pool->phase == SHP_PHASE_BROKEN ? SHP_EBROKEN
-			                                      : SHP_ECLOSED;
+			err = shp__phase_error(pool->phase);
 			goto out;
 		}
 		if (!c->iter && free_calls && free_blocks)
@@ -721,14 +734,17 @@ int shp__call_wait(struct call *c, int64_t deadline)
 	if (shp__call_arm_wake(c) == -EAGAIN) {
 		/* The ring is full of other calls' work, or a generator
 		 * waits to re-base: poll. If the pool broke or was
-		 * terminated nobody drains the ring, so check as the
-		 * sleeping path does, the supervisor once per slice. */
+		 * terminated, or a task wrote the ring, nobody drains it,
+		 * so check as the sleeping path does, once per slice. */
 		struct timespec ts = { 0, POLL_NS };
+		bool slice = now >= c->next_check;
 
-		err = shp__pool_health(pool, now >= c->next_check);
+		err = shp__pool_health(pool, slice);
+		if (!err && slice)
+			err = shp__call_check(c);
 		if (err)
 			return err;
-		if (now >= c->next_check)
+		if (slice)
 			c->next_check = now + WAIT_SLICE_NS;
 		nanosleep(&ts, NULL);
 		return 0;
@@ -756,6 +772,20 @@ int shp__call_wait(struct call *c, int64_t deadline)
 	return 0;
 }
 
+/* Whether a worker may still move the ring: one dead and not yet
+ * replaced (its repair may release a cell), or one inside a dequeue. */
+static bool consumer_active(const struct shp_pool *pool)
+{
+	for (unsigned k = 0; k < pool->nworkers; k++) {
+		const struct shp__worker *w = &pool->workers[k];
+
+		if (SHP_LOAD(w->life) != SHP_LIFE_LIVE ||
+		    SHP_LOAD(w->claim.pos) != SHP_CLAIM_NONE)
+			return true;
+	}
+	return false;
+}
+
 /*
  * Whether nothing in the pool holds a descriptor that could still complete
  * a task: none prepared by the call, none in the ring, none in the
@@ -772,15 +802,56 @@ static bool pool_idle(const struct call *c)
 	    SHP_LOAD(pool->hdr->backlog))
 		return false;
 	cmm_smp_rmb(); /* the ring and the backlog before the workers */
+	if (consumer_active(pool))
+		return false;
 	for (unsigned k = 0; k < pool->nworkers; k++) {
 		const struct shp__worker *w = &pool->workers[k];
 
-		if (SHP_LOAD(w->life) != SHP_LIFE_LIVE ||
-		    SHP_LOAD(w->claim.pos) != SHP_CLAIM_NONE ||
-		    SHP_LOAD(w->claim.held) || SHP_LOAD(w->running))
+		if (SHP_LOAD(w->claim.held) || SHP_LOAD(w->running))
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Whether the task ring can still move, for every call: SHP_ECORRUPT when
+ * its indices are impossible, or when it has been frozen for RING_STALL_NS.
+ * Frozen: the cell at head holds no descriptor, yet something waits behind
+ * it (head != tail) or the call found no room; no worker is inside a
+ * dequeue or dead; and head and tail have not moved. Then no worker can
+ * take anything and nothing can make room: what could still move it is a
+ * producer that won tail and has not yet published (another thread of
+ * ours, or the supervisor), which does so in nanoseconds unless it lost
+ * its core; a task's writes stay. A ring stopped by workers that do not
+ * run (stopped, or all busy) still has a FULL cell at head: not frozen.
+ */
+static int ring_check(struct call *c)
+{
+	struct shp_pool *pool = c->pool;
+	struct shp__ring_snap s;
+	int64_t now;
+
+	shp__ring_snapshot(pool->ring, &s);
+	if (!s.sane)
+		return SHP_ECORRUPT;
+	if (s.ready || (s.head == s.tail && !c->npending)) {
+		c->frozen_since = 0;
+		return 0;
+	}
+	cmm_smp_rmb(); /* head before the claims: pairs with C1 */
+	if (consumer_active(pool)) {
+		c->frozen_since = 0;
+		return 0;
+	}
+	now = shp__now_ns();
+	if (!c->frozen_since || s.head != c->frozen_head ||
+	    s.tail != c->frozen_tail) {
+		c->frozen_since = now;
+		c->frozen_head = s.head;
+		c->frozen_tail = s.tail;
+		return 0;
+	}
+	return now - c->frozen_since >= RING_STALL_NS ? SHP_ECORRUPT : 0;
 }
 
 int shp__call_check(struct call *c)
@@ -800,6 +871,10 @@ int shp__call_check(struct call *c)
 	    r->task_timeout_ns != c->task_timeout_ns ||
 	    r->retries != c->retries)
 		return SHP_ECORRUPT;
+	if (ring_check(c)) {
+		make_corrupt(c->pool);
+		return SHP_ECORRUPT;
+	}
 	/* Idle twice in a row, a slice apart, with no result taken between
 	 * (read_result resets the count): what the call waits for was done
 	 * and its tag rewound, so it will never come. */

@@ -289,9 +289,14 @@ int shp_pool_join(shp_pool *pool)
 	if (pool->phase == SHP_PHASE_CLOSED) {
 		stop(pool, SHP_STATE_EXIT);
 		SHP_STORE(pool->phase, SHP_PHASE_JOINED);
+	} else if (pool->phase == SHP_PHASE_CORRUPT) {
+		/* Its ring cannot be drained: stop it as terminate does. */
+		stop(pool, SHP_STATE_KILL);
 	}
-	if (pool->phase == SHP_PHASE_BROKEN ||
-	    (pool->zygote_status > 0 && pool->phase != SHP_PHASE_TERMINATED))
+	if (pool->phase == SHP_PHASE_CORRUPT)
+		err = SHP_ECORRUPT;
+	else if (pool->phase == SHP_PHASE_BROKEN ||
+	         (pool->zygote_status > 0 && pool->phase != SHP_PHASE_TERMINATED))
 		err = SHP_EBROKEN;
 	pthread_mutex_unlock(&pool->lock);
 	shp__handler_stop(pool);
@@ -307,9 +312,10 @@ int shp_pool_terminate(shp_pool *pool)
 	pthread_mutex_lock(&pool->lock);
 	if (pool->phase != SHP_PHASE_JOINED &&
 	    pool->phase != SHP_PHASE_TERMINATED) {
-		/* A broken pool stays broken: join and later calls keep
-		 * saying why it stopped. */
-		if (pool->phase != SHP_PHASE_BROKEN)
+		/* A broken or corrupt pool stays so: join and later calls
+		 * keep saying why it stopped. */
+		if (pool->phase != SHP_PHASE_BROKEN &&
+		    pool->phase != SHP_PHASE_CORRUPT)
 			SHP_STORE(pool->phase, SHP_PHASE_TERMINATED);
 		pthread_mutex_unlock(&pool->lock);
 		stop(pool, SHP_STATE_KILL);

@@ -17,8 +17,14 @@
  * Parent-side lifecycle (pool->phase; changed under pool->lock):
  *   OPEN -> CLOSED -> JOINED      close, then join
  *   OPEN|CLOSED -> TERMINATED     terminate
- *   OPEN|CLOSED -> BROKEN         the supervisor was found dead; terminate
- *                                 and join leave a broken pool broken
+ *   OPEN|CLOSED -> BROKEN         the supervisor was found dead
+ *   OPEN|CLOSED -> CORRUPT        a call found the task ring in a state no
+ *                                 producer or consumer leaves, or stopped
+ *                                 for good (a task wrote it): no call can
+ *                                 trust it again
+ * terminate and join leave a broken or corrupt pool so (and stop the
+ * processes of a corrupt one), so that later calls keep saying why it
+ * stopped.
  */
 enum shp__phase {
 	SHP_PHASE_OPEN,
@@ -26,7 +32,21 @@ enum shp__phase {
 	SHP_PHASE_JOINED,
 	SHP_PHASE_TERMINATED,
 	SHP_PHASE_BROKEN,
+	SHP_PHASE_CORRUPT,
 };
+
+/* What a call is told by a pool in phase ph when that phase refuses it. */
+static inline int shp__phase_error(enum shp__phase ph)
+{
+	switch (ph) {
+	case SHP_PHASE_BROKEN:
+		return SHP_EBROKEN;
+	case SHP_PHASE_CORRUPT:
+		return SHP_ECORRUPT;
+	default:
+		return SHP_ECLOSED;
+	}
+}
 
 struct shp_pool {
 	/* Set at create, read-only afterwards; workers and the supervisor

@@ -182,6 +182,27 @@ bool shp__ring_ready(const struct shp__ring *r)
 	return full_at(r, SHP_LOAD(r->head));
 }
 
+void shp__ring_snapshot(const struct shp__ring *r, struct shp__ring_snap *s)
+{
+	uint64_t before = SHP_LOAD(r->tail);
+
+	/* A consumer moves head past p only once it saw cell p FULL, which
+	 * the producer published (R1) after its CAS moved tail past p; a
+	 * producer moves tail past p only once it saw cell p released for
+	 * that lap, which the consumer of p - size did (R2) after C1 moved
+	 * head past p - size. So a head read between two reads of tail is
+	 * at most the second and at least the first less a lap, whatever
+	 * runs meanwhile. */
+	cmm_smp_rmb(); /* A8: tail before head; pairs with C1 */
+	s->head = SHP_LOAD(r->head);
+	s->ready = full_at(r, s->head);
+	cmm_smp_rmb(); /* A8': head before tail; pairs with the CAS on tail */
+	s->tail = SHP_LOAD(r->tail);
+	/* Unsigned: indices never wrap (ring.h), so one near 2^64 is
+	 * garbage too. */
+	s->sane = s->head <= s->tail && before <= s->head + r->size;
+}
+
 static void release_cell(struct shp__ring *r, struct shp__cell *c,
                          uint64_t pos)
 {

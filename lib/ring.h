@@ -39,7 +39,9 @@
  * producer or consumer leaves. Every loop here that follows them is
  * bounded: where a live peer would have moved an index, a reload that
  * shows it unmoved ends the operation as full (enqueue) or empty
- * (dequeue). Those reloads are off the fast path.
+ * (dequeue). Those reloads are off the fast path. Telling a ring that a
+ * task broke from one that is merely slow is the caller's job, with
+ * shp__ring_snapshot() over time.
  */
 #ifndef SHP_RING_H
 #define SHP_RING_H
@@ -146,6 +148,22 @@ uint64_t shp__ring_count(const struct shp__ring *r);
  * producer notifies after R1, so an eventcount sleep on this misses none.
  */
 bool shp__ring_ready(const struct shp__ring *r);
+
+/* The ring's indices as read by a process that does not trust them. */
+struct shp__ring_snap {
+	uint64_t head, tail;
+	bool ready; /* the cell at head is FULL (shp__ring_ready) */
+	bool sane;  /* head <= tail <= head + size, as every interleaving of
+	             * live producers and consumers leaves them */
+};
+
+/*
+ * Reads tail, head and tail again, in that order (A8), and whether the cell
+ * at head is FULL. sane false: no producer or consumer left those values, a
+ * task wrote them. Indexes only within the cells, whatever the words hold.
+ * Safe against any concurrent operation.
+ */
+void shp__ring_snapshot(const struct shp__ring *r, struct shp__ring_snap *s);
 
 enum shp__repair {
 	SHP_REPAIR_NONE,  /* the dead consumer owned no descriptor */

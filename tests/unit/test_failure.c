@@ -605,6 +605,8 @@ Test(failure, tiny_devshm_gives_enospc_not_sigbus, .timeout = 30)
 
 /* ===================================== 3. tasks scribbling the segment */
 
+#define SN 8 /* tasks per scribbling call */
+
 enum scribble {
 	OWN_TAG_HOLD,     /* task 0: its own tag, then sleeps hold_ms */
 	OWN_TAG_FLEETING, /* task 0 sleeps hold_ms; others: own tag, return */
@@ -615,6 +617,29 @@ enum scribble {
 	HEADER,           /* task 0: magic, sizes, offsets, boot, work_ec */
 	STATE_WORD,       /* task 0: the pool state word, to KILL */
 	CALL_RECORD,      /* task 0: its call's window and slot base */
+	RING,             /* task 0: the ring's indices or cells (ring_kind) */
+};
+
+/*
+ * What task 0 writes in the task ring (RING). It does so while task 1 runs
+ * on the other worker and the call's other descriptors wait in the ring:
+ * head 2, tail SN, in a fresh pool.
+ */
+enum ring_kind {
+	R_SEQ_AHEAD,      /* every cell's seq, two laps ahead */
+	R_SEQ_BEHIND,     /* the seq of the cell at tail, to 0 */
+	R_TAIL_GAP,       /* tail 5 ahead: cells no producer will publish */
+	R_TAIL_LAPS,      /* tail 3 laps ahead */
+	R_TAIL_REWOUND,   /* tail to 0, below head */
+	R_HEAD_REWOUND,   /* head to 0, onto cells released for the next lap */
+	R_HEAD_PAST_TAIL, /* head 3 laps past tail */
+	R_HEAD_SKIP,      /* head 3 ahead, past queued descriptors */
+	R_NKINDS,
+};
+
+static const char *const ring_kind_name[R_NKINDS] = {
+	"seq ahead", "seq behind", "tail gap", "tail laps ahead",
+	"tail rewound", "head rewound", "head past tail", "head skip",
 };
 
 enum garbage {
@@ -639,13 +664,16 @@ struct seg_view {
 	struct shp__header *hdr;
 	struct shp__slot *slots;
 	struct shp__call *calls;
+	struct shp__ring *ring;
 	uint32_t call_idx; /* the call's entry: 0 in a fresh pool */
 	int what;          /* enum scribble */
 	int garbage;       /* enum garbage */
+	int ring_kind;     /* enum ring_kind */
 	int32_t bad_status;
 	int hold_ms;
 	uint32_t mismatch;  /* out was not where the test thought */
-	uint32_t timed_out; /* task 1 never became DONE */
+	uint32_t timed_out; /* task 1 never became DONE, or never started */
+	uint32_t started;   /* RING: task 1 runs */
 	uint32_t scribbled;
 };
 
@@ -687,6 +715,67 @@ static bool await_done(struct shp__slot *s, uint64_t t)
 		if (now_ns() > until)
 			return false;
 	return true;
+}
+
+/* Waits until *w is non-zero; false after 5 s. */
+static bool await_set(const uint32_t *w)
+{
+	int64_t until = now_ns() + slack(5000 * MS);
+
+	while (!__atomic_load_n(w, __ATOMIC_SEQ_CST))
+		if (now_ns() > until)
+			return false;
+	return true;
+}
+
+/* Waits until the first n positions of a fresh ring are published; false
+ * after 5 s. */
+static bool await_published(const struct shp__ring *r, uint64_t n)
+{
+	int64_t until = now_ns() + slack(5000 * MS);
+
+	while (__atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) != n ||
+	       __atomic_load_n(&r->cells[(n - 1) & r->mask].seq,
+	                       __ATOMIC_SEQ_CST) != n)
+		if (now_ns() > until)
+			return false;
+	return true;
+}
+
+static void scribble_ring(struct shp__ring *r, int kind)
+{
+	uint64_t head = r->head, tail = r->tail, size = r->size;
+
+	switch (kind) {
+	case R_SEQ_AHEAD:
+		for (uint32_t c = 0; c < r->size; c++)
+			__atomic_store_n(&r->cells[c].seq,
+			                 r->cells[c].seq + 2 * size,
+			                 __ATOMIC_SEQ_CST);
+		break;
+	case R_SEQ_BEHIND:
+		__atomic_store_n(&r->cells[tail & r->mask].seq, 0,
+		                 __ATOMIC_SEQ_CST);
+		break;
+	case R_TAIL_GAP:
+		__atomic_store_n(&r->tail, tail + 5, __ATOMIC_SEQ_CST);
+		break;
+	case R_TAIL_LAPS:
+		__atomic_store_n(&r->tail, tail + 3 * size, __ATOMIC_SEQ_CST);
+		break;
+	case R_TAIL_REWOUND:
+		__atomic_store_n(&r->tail, 0, __ATOMIC_SEQ_CST);
+		break;
+	case R_HEAD_REWOUND:
+		__atomic_store_n(&r->head, 0, __ATOMIC_SEQ_CST);
+		break;
+	case R_HEAD_PAST_TAIL:
+		__atomic_store_n(&r->head, tail + 3 * size, __ATOMIC_SEQ_CST);
+		break;
+	case R_HEAD_SKIP:
+		__atomic_store_n(&r->head, head + 3, __ATOMIC_SEQ_CST);
+		break;
+	}
 }
 
 static int scribbler(const void *in, void *out, void *ctx)
@@ -792,6 +881,23 @@ static int scribbler(const void *in, void *out, void *ctx)
 		break;
 	case CALL_RECORD:
 		break; /* in record_scribbler */
+	case RING:
+		if (i == 1) {
+			/* Keeps the other worker, so that the scribble finds
+			 * every later descriptor still in the ring. */
+			__atomic_store_n(&v->started, 1, __ATOMIC_SEQ_CST);
+			await_set(&v->scribbled);
+		}
+		if (i != 0)
+			break;
+		if (!await_set(&v->started) ||
+		    !await_published(v->ring, SN)) {
+			v->timed_out = 1;
+			break;
+		}
+		scribble_ring(v->ring, v->ring_kind);
+		__atomic_fetch_add(&v->scribbled, 1, __ATOMIC_SEQ_CST);
+		break;
 	}
 	return 0;
 }
@@ -803,15 +909,12 @@ static int record_scribbler(const void *in, void *out, void *ctx)
 	struct seg_view *v = ctx;
 	struct shp__call *rec = &v->calls[v->call_idx];
 	int i = *(const int *)in;
-	int64_t until = now_ns() + slack(5000 * MS);
 
 	*(int *)out = 7 * i + 1;
 	if (i != 0) {
 		/* A task taken before the scribble runs from the record as
 		 * it was; let none finish before it. */
-		while (!__atomic_load_n(&v->scribbled, __ATOMIC_SEQ_CST) &&
-		       now_ns() < until)
-			;
+		await_set(&v->scribbled);
 		return 0;
 	}
 	/* What every worker reads to find the call's slots. */
@@ -832,7 +935,8 @@ static shp_pool *scribble_pool(struct seg_view **vp, int what)
 	v = shp_alloc(p, sizeof(*v));
 	cr_assert_not_null(v);
 	*v = (struct seg_view){ .hdr = p->hdr, .slots = p->slots,
-	                        .calls = p->calls, .what = what };
+	                        .calls = p->calls, .ring = p->ring,
+	                        .what = what };
 	*vp = v;
 	return p;
 }
@@ -856,8 +960,6 @@ static int scribble_map(shp_pool *p, struct seg_view *v, size_t n, int *out,
 	free(in);
 	return r;
 }
-
-#define SN 8 /* tasks per scribbling call */
 
 Test(failure, own_tag_scribbled_and_held_is_corruption, .timeout = 30)
 {
@@ -1178,6 +1280,182 @@ Test(failure, leaked_slots_do_not_wedge_later_calls, .timeout = 30)
 	cr_expect_eq(m.rc, SHP_ECORRUPT);
 	destroy_settled(p);
 	bg_map_free(&m);
+	free(out);
+	free(st);
+}
+
+/* The workers' pids, which must stay the same; and their CPU over half a
+ * second, which must be next to nothing: a worker that spins on a ring it
+ * cannot take from burns all of it (50 ticks at 100 Hz). */
+static void expect_workers_kept_and_asleep(shp_pool *p, const pid_t *before,
+                                           const char *what)
+{
+	long hz = sysconf(_SC_CLK_TCK);
+	pid_t w[8];
+	long long ticks;
+
+	cr_assert_eq(proc_children(p->zygote, w, 8), 2, "%s", what);
+	cr_expect(among(before[0], w, 2) && among(before[1], w, 2),
+	          "%s: a worker died: %d %d, then %d %d", what, before[0],
+	          before[1], w[0], w[1]);
+	ticks = proc_cpu_ticks_all(w, 2);
+	sleep_ms(500);
+	ticks = proc_cpu_ticks_all(w, 2) - ticks;
+	cr_expect_leq(ticks, hz / 25, "%s: the workers used %lld ticks in 0.5 s",
+	              what, ticks);
+}
+
+/* A call of 10 triple() tasks, chunk 1, in a thread: its result, once it
+ * returned within 3 s; every task cancelled, nothing written. */
+static int next_call_fails(shp_pool *p, const char *what)
+{
+	struct bg_map m;
+	int rc;
+
+	bg_map_start(&m, p, triple, NULL, 10, 1);
+	cr_assert(bg_join(m.th, 3000), "%s: the next call still waits", what);
+	cr_expect_lt(m.end - m.start, slack(2000 * MS), "%s: %" PRId64 " ms",
+	             what, (m.end - m.start) / MS);
+	for (int i = 0; i < 10; i++) {
+		cr_expect_eq(m.st[i], SHP_ECANCELED, "%s: status[%d] = %d", what,
+		             i, m.st[i]);
+		cr_expect_eq(m.out[i], -1);
+	}
+	rc = m.rc;
+	bg_map_free(&m);
+	return rc;
+}
+
+/*
+ * Task 0 writes the ring (kind) while the other descriptors of its call
+ * are queued. first: what the call returns; SHP_ECORRUPT when the words
+ * keep its queued tasks from the workers (tasks 0 and 1 ran before), 0
+ * when the workers still take them all. Either way the ring is then
+ * unusable, and the call that finds it so (this one, or the next) fails
+ * with SHP_ECORRUPT within a second or so, as every later call does at
+ * once: the pool is corrupt. No worker dies or spins on the words, join
+ * says why the pool stopped, and destroy leaves nothing behind.
+ */
+static void expect_ring_scribble_corrupts(int kind, int first)
+{
+	const char *name = ring_kind_name[kind];
+	struct seg_view *v;
+	shp_pool *p = scribble_pool(&v, RING);
+	int out[SN], st[SN], x = 1, y = -1;
+	pid_t before[8];
+	int64_t ns;
+
+	v->ring_kind = kind;
+	cr_assert_eq(proc_children(p->zygote, before, 8), 2);
+	cr_expect_eq(scribble_map(p, v, SN, out, st, &ns), first, "%s", name);
+	cr_expect_lt(ns, slack(2000 * MS), "%s: %" PRId64 " ms", name, ns / MS);
+	cr_expect_eq(v->scribbled, 1, "%s", name);
+	cr_expect_eq(v->timed_out, 0, "%s", name);
+	cr_expect_eq(v->mismatch, 0, "%s", name);
+	for (int i = 0; i < SN; i++) {
+		bool ran = i < 2 || first == 0;
+
+		cr_expect_eq(st[i], ran ? 0 : SHP_ECANCELED,
+		             "%s: status[%d] = %d", name, i, st[i]);
+		cr_expect_eq(out[i], ran ? 7 * i + 1 : -1, "%s: out[%d]", name, i);
+	}
+	if (first == 0)
+		cr_expect_eq(next_call_fails(p, name), SHP_ECORRUPT, "%s", name);
+	ns = now_ns();
+	cr_expect_eq(shp_apply(p, triple, NULL, &x, sizeof(x), &y, sizeof(y)),
+	             SHP_ECORRUPT, "%s", name);
+	cr_expect_lt(now_ns() - ns, slack(50 * MS), "%s", name);
+	cr_expect_eq(y, -1);
+	expect_workers_kept_and_asleep(p, before, name);
+	cr_expect_eq(shp_pool_close(p), 0);
+	cr_expect_eq(shp_pool_join(p), SHP_ECORRUPT, "%s", name);
+	cr_expect_eq(proc_descendants(getpid(), before, 8), 0,
+	             "%s: join left a process", name);
+	destroy_settled(p);
+}
+
+Test(failure, ring_seq_scribble_is_corruption, .timeout = 30)
+{
+	/* Cells ahead of their positions: the workers cannot take the
+	 * queued descriptors, and nothing publishes the cell at head. */
+	expect_ring_scribble_corrupts(R_SEQ_AHEAD, SHP_ECORRUPT);
+	/* The cell at tail a lap behind: the queued descriptors are taken,
+	 * the next call finds no room, and nobody will make any. */
+	expect_ring_scribble_corrupts(R_SEQ_BEHIND, 0);
+}
+
+Test(failure, ring_tail_scribble_is_corruption, .timeout = 30)
+{
+	/* The next call's descriptors land past cells nobody publishes. */
+	expect_ring_scribble_corrupts(R_TAIL_GAP, 0);
+	/* The next call finds no room, then tail more than a lap past head:
+	 * impossible. */
+	expect_ring_scribble_corrupts(R_TAIL_LAPS, 0);
+	/* The next call's enqueue meets released cells ahead of a tail that
+	 * does not move (it used to spin there), then tail below head. */
+	expect_ring_scribble_corrupts(R_TAIL_REWOUND, 0);
+}
+
+Test(failure, ring_head_scribble_is_corruption, .timeout = 30)
+{
+	/* Workers meet a released cell at a head that does not move (they
+	 * used to spin in the dequeue). */
+	expect_ring_scribble_corrupts(R_HEAD_REWOUND, SHP_ECORRUPT);
+	/* Head past tail: impossible. */
+	expect_ring_scribble_corrupts(R_HEAD_PAST_TAIL, SHP_ECORRUPT);
+}
+
+/*
+ * Head moved past three queued descriptors: those are lost, but the ring
+ * still moves and its indices are possible. Their call fails when nothing
+ * in the pool holds its tasks any more (the idle verdict), and the pool
+ * goes on. The skipped cells stay FULL of a lap gone: when producers come
+ * round to them, a lap later, they stop there for good, and that call
+ * finds the ring frozen: the pool is corrupt.
+ */
+Test(failure, ring_head_skip_fails_its_call_then_a_lap_later_the_pool, .timeout = 30)
+{
+	const size_t n = 2000;
+	struct seg_view *v;
+	shp_pool *p = scribble_pool(&v, RING);
+	int *in = iota(n), *out = filled(n, -1), *st = filled(n, STATUS_UNSET);
+	int sout[SN], sst[SN];
+	size_t room;
+	int64_t ns;
+
+	v->ring_kind = R_HEAD_SKIP;
+	cr_expect_eq(scribble_map(p, v, SN, sout, sst, &ns), SHP_ECORRUPT);
+	cr_expect_lt(ns, slack(2000 * MS), "%" PRId64 " ms", ns / MS);
+	cr_expect_eq(v->scribbled, 1);
+	cr_expect_eq(v->timed_out, 0);
+	for (int i = 0; i < SN; i++)
+		cr_expect_eq(sst[i], i < 2 ? 0 : SHP_ECANCELED, "status[%d] = %d",
+		             i, sst[i]);
+	/* Positions 8 to 17, one per task. */
+	cr_expect_eq(shp_map(p, triple, NULL, in, sizeof(int), out, sizeof(int),
+	                     10, 1, st), 0, "the pool stopped at a lost call");
+	for (int i = 0; i < 10; i++)
+		cr_expect_eq(out[i], 3 * i + 1);
+	/* From position 18, up to 2 + size, where the first skipped cell
+	 * comes round. */
+	room = 2 + p->ring->size - 18;
+	ns = now_ns();
+	cr_expect_eq(shp_map(p, triple, NULL, in, sizeof(int), out, sizeof(int),
+	                     n, 1, st), SHP_ECORRUPT);
+	ns = now_ns() - ns;
+	cr_expect_lt(ns, slack(3000 * MS), "%" PRId64 " ms", ns / MS);
+	for (size_t i = 0; i < n; i++) {
+		cr_expect_eq(st[i], i < room ? 0 : SHP_ECANCELED,
+		             "status[%zu] = %d", i, st[i]);
+		if (i < room)
+			cr_expect_eq(out[i], 3 * (int)i + 1);
+	}
+	cr_expect_eq(shp_map(p, triple, NULL, in, sizeof(int), out, sizeof(int),
+	                     10, 1, st), SHP_ECORRUPT);
+	cr_expect_eq(shp_pool_close(p), 0);
+	cr_expect_eq(shp_pool_join(p), SHP_ECORRUPT);
+	destroy_settled(p);
+	free(in);
 	free(out);
 	free(st);
 }

@@ -415,6 +415,49 @@ Test(ring, ready_only_when_the_cell_at_head_is_full, .timeout = 10)
 	free(r);
 }
 
+Test(ring, snapshot_is_sane_unless_head_and_tail_are_impossible, .timeout = 10)
+{
+	static const struct {
+		uint64_t head, tail;
+		bool sane;
+	} at[] = {
+		{ 0, 0, true },   { 2, 5, true },       { 3, 11, true }, /* full */
+		{ 5, 2, false },  { 3, 12, false },     { 0, 8 * 5, false },
+		{ 7, 0, false },  { UINT64_MAX - 1, 2, false },
+		{ 2, UINT64_MAX, false },
+	};
+	struct shp__ring *r = ring_new(8);
+	struct shp__ring_snap s;
+
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		r->head = at[i].head;
+		r->tail = at[i].tail;
+		shp__ring_snapshot(r, &s);
+		cr_expect_eq(s.sane, at[i].sane, "head %" PRIu64 " tail %" PRIu64,
+		             at[i].head, at[i].tail);
+		cr_expect_eq(s.head, at[i].head);
+		cr_expect_eq(s.tail, at[i].tail);
+	}
+	free(r);
+}
+
+Test(ring, snapshot_ready_as_the_cell_at_head, .timeout = 10)
+{
+	struct shp__ring *r = ring_with(8, 2);
+	struct shp__ring_snap s;
+	struct shp__task t;
+
+	shp__ring_snapshot(r, &s);
+	cr_expect(s.sane && s.ready);
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	cr_assert(shp__ring_dequeue(r, &t, NULL));
+	shp__ring_snapshot(r, &s);
+	cr_expect(s.sane && !s.ready);
+	cr_expect_eq(s.head, 2);
+	cr_expect_eq(s.tail, 2);
+	free(r);
+}
+
 /* Two consumers race for one descriptor per round: the loser must come back
  * with its claim idle, whether it lost the CAS on head or saw the cell
  * taken. A claim left naming the winner's cell would make a repair of the
