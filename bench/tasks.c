@@ -711,7 +711,7 @@ static void judge(struct variant *v, struct bench_row *row, const struct variant
 {
 	char buf[sizeof(v->note)];
 
-	if (!row->ratio) {
+	if (row->ratio == 0) {
 		row->met = -1;
 		snprintf(buf, sizeof(buf), "%.160s; not judged: %.60s has no figure", v->note,
 		         vs->name);
