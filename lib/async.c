@@ -421,14 +421,14 @@ int shp_async_wait(shp_async *h, int64_t timeout_ns)
 {
 	struct shp_pool *pool;
 	struct timespec ts;
+	int64_t at;
 	int err = 0;
 
 	if (!h)
 		return -EINVAL;
 	pool = h->c.pool;
-	if (timeout_ns >= 0) {
-		int64_t at = shp__now_ns() + timeout_ns;
-
+	at = shp__deadline_ns(timeout_ns);
+	if (at >= 0) {
 		ts.tv_sec = at / 1000000000;
 		ts.tv_nsec = at % 1000000000;
 	}
@@ -437,7 +437,7 @@ int shp_async_wait(shp_async *h, int64_t timeout_ns)
 		h->waited = true;
 		if (shp__in_handler(pool))
 			err = -EDEADLK;
-		else if (timeout_ns < 0)
+		else if (at < 0)
 			pthread_cond_wait(&pool->async_cond, &pool->lock);
 		else if (timeout_ns == 0 ||
 		         pthread_cond_timedwait(&pool->async_cond, &pool->lock,

@@ -14,6 +14,18 @@ int64_t shp__now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t shp__deadline_ns(int64_t timeout_ns)
+{
+	int64_t at;
+
+	/* Past INT64_MAX ns from boot (292 years) is as good as never: the
+	 * caller waits without a deadline rather than overflow into one
+	 * that has passed. */
+	if (timeout_ns < 0 || __builtin_add_overflow(shp__now_ns(), timeout_ns, &at))
+		return -1;
+	return at;
+}
+
 uint32_t shp__ec_prepare(uint32_t *ec)
 {
 	uint32_t old = SHP_LOAD(*ec);

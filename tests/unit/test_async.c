@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "procfs.h"
@@ -265,6 +266,40 @@ Test(async, wait_timeout_expires_then_completes, .timeout = 20)
 	cr_assert_eq(shp_async_wait(h, 5000 * MS), 0);
 	cr_expect_geq(now_ns() - t0, 300 * MS);
 	cr_expect_eq(shp_async_ready(h), 1);
+	cr_expect_eq(shp_async_result(h), 0);
+	cr_expect_eq(triple_mismatches(out, st, 2), 0);
+	shp_async_free(h);
+	shp_pool_destroy(p);
+}
+
+/* CPU time this thread has used, in ns. */
+static int64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A timeout too long for the clock to add (now + INT64_MAX overflowed into
+ * a deadline that had passed, which pthread_cond_timedwait refused at once:
+ * the wait spun on a core until the call was done) means no deadline. */
+Test(async, wait_with_the_longest_timeout_sleeps, .timeout = 20)
+{
+	shp_pool *p = pool_of(2, 0);
+	int in[2] = { 0, 1 }, out[2] = { -1, -1 }, st[2];
+	shp_async *h = NULL;
+	int64_t t0, cpu0;
+
+	cr_assert_eq(shp_map_async(p, sleepy, (void *)&ms300, in, sizeof(int),
+	                           out, sizeof(int), 2, 1, st, &h), 0);
+	t0 = now_ns();
+	cpu0 = thread_cpu_ns();
+	cr_assert_eq(shp_async_wait(h, INT64_MAX), 0);
+	cr_expect_geq(now_ns() - t0, 250 * MS, "the wait returned early");
+	cr_expect_lt(thread_cpu_ns() - cpu0, slack(50 * MS),
+	             "waiting 300 ms used %lld ms of CPU",
+	             (long long)((thread_cpu_ns() - cpu0) / MS));
 	cr_expect_eq(shp_async_result(h), 0);
 	cr_expect_eq(triple_mismatches(out, st, 2), 0);
 	shp_async_free(h);
