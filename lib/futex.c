@@ -51,10 +51,10 @@ uint32_t shp__ec_prepare(uint32_t *ec)
 int shp__ec_wait(uint32_t *ec, uint32_t key, int64_t deadline_ns)
 {
 	struct timespec ts, *tsp = NULL;
-	int64_t left;
 
 	if (deadline_ns >= 0) {
-		left = deadline_ns - shp__now_ns();
+		int64_t left = deadline_ns - shp__now_ns();
+
 		if (left <= 0)
 			return -ETIMEDOUT;
 		ts.tv_sec = (time_t)(left / 1000000000);

@@ -131,13 +131,13 @@ int shp__call_init(struct call *c, struct shp_pool *pool, shp_fn fn,
 static unsigned take_blocks(struct shp_pool *pool, unsigned want,
                             unsigned *first)
 {
-	unsigned best = 0, best_at = 0, run = 0;
+	unsigned best = 0, best_at = 0, len = 0;
 
 	for (unsigned b = 0; b < 64; b++) {
-		run = (pool->slot_busy >> b) & 1 ? 0 : run + 1;
-		if (run > best) {
-			best = run;
-			best_at = b + 1 - run;
+		len = (pool->slot_busy >> b) & 1 ? 0 : len + 1;
+		if (len > best) {
+			best = len;
+			best_at = b + 1 - len;
 			if (best == want)
 				break;
 		}
@@ -412,7 +412,7 @@ static size_t next_chunk(const struct call *c)
 		 * end, so that short tasks amortise and long ones balance. */
 		size_t cap = c->window / (2 * c->pool->nworkers);
 
-		k = left / (4 * c->pool->nworkers);
+		k = left / (4 * (size_t)c->pool->nworkers);
 		if (k > cap)
 			k = cap;
 		if (k == 0)
@@ -449,7 +449,7 @@ static bool arm(struct call *c, uint64_t i)
 			c->n = i;
 			return false;
 		}
-	} else if (dst) {
+	} else if (c->in_io == SHP_IO_INLINE || c->in_io == SHP_IO_STAGED) {
 		memcpy(dst, c->in + i * c->in_size, c->in_size);
 	}
 	if (c->in_io == SHP_IO_INLINE)

@@ -296,7 +296,7 @@ void shp__supervisor_main(struct shp_pool *pool)
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (getppid() != pool->caller)
 		_exit(0);
 
