@@ -810,6 +810,19 @@ int shp__call_check(struct call *c)
 	return ++c->stalls >= 2 ? SHP_ECORRUPT : 0;
 }
 
+/* Tasks [from, n) will never run: SHP_ECANCELED in status, 0 in wstatus,
+ * whichever of the two the call has (array calls only: their n is
+ * known). */
+static void cancel_from(struct call *c, size_t from)
+{
+	for (size_t i = from; (c->status || c->wstatus) && i < c->n; i++) {
+		if (c->status)
+			c->status[i] = SHP_ECANCELED;
+		if (c->wstatus)
+			c->wstatus[i] = 0;
+	}
+}
+
 void shp__call_cancel(struct call *c)
 {
 	size_t q = queued_end(c);
@@ -819,13 +832,8 @@ void shp__call_cancel(struct call *c)
 	c->cancelled = true;
 	if (c->begun)
 		SHP_STORE(c->rec->cancel, 1);
-	/* Prepared but not in the ring, or never prepared: never will be.
-	 * (Only array calls have statuses; their n is known.) */
-	for (size_t i = q; c->status && i < c->n; i++) {
-		c->status[i] = SHP_ECANCELED;
-		if (c->wstatus)
-			c->wstatus[i] = 0;
-	}
+	/* Prepared but not in the ring, or never prepared: never will be. */
+	cancel_from(c, q);
 	c->npending = 0;
 	c->ns = q;
 	c->n = q;
@@ -833,12 +841,8 @@ void shp__call_cancel(struct call *c)
 
 void shp__call_abandon(struct call *c)
 {
-	/* Array calls only (they have statuses), all ordered. */
-	for (size_t i = c->nc; c->status && i < c->n; i++) {
-		c->status[i] = SHP_ECANCELED;
-		if (c->wstatus)
-			c->wstatus[i] = 0;
-	}
+	/* Array calls are all ordered: nc is the first not taken. */
+	cancel_from(c, c->nc);
 }
 
 /* Runs a call to the end in the calling thread. */

@@ -993,6 +993,33 @@ Test(async, cancel_right_after_submit, .timeout = 30)
 	free(st);
 }
 
+/* Without statuses, the wait statuses still say 0 for every task that
+ * never ran (they were left as they were). */
+Test(async, cancel_without_statuses_fills_wstatus, .timeout = 30)
+{
+	const size_t n = 5000; /* over the 2048 a call keeps in flight */
+	shp_pool *p = pool_of(2, 0);
+	int *in = iota(n), *out = filled(n, -1), *ws = filled(n, STATUS_UNSET);
+	int *ran = arena_counter(p);
+	struct shp_call_options o = { .chunksize = 1, .wstatus = ws };
+	size_t unset = 0;
+	shp_async *h;
+
+	cr_assert_eq(shp_map_async_opt(p, counted, ran, in, sizeof(int), out,
+	                               sizeof(int), n, NULL, &o, &h), 0);
+	cr_assert_eq(shp_async_cancel(h), 0);
+	cr_assert_eq(shp_async_wait(h, -1), 0);
+	cr_expect_eq(shp_async_result(h), SHP_ECANCELED);
+	for (size_t i = 0; i < n; i++)
+		unset += ws[i] != 0;
+	cr_expect_eq(unset, 0, "%zu of %zu wait statuses not 0", unset, n);
+	shp_async_free(h);
+	shp_pool_destroy(p);
+	free(in);
+	free(out);
+	free(ws);
+}
+
 Test(async, cancel_while_running, .timeout = 30)
 {
 	const size_t n = 2000;
