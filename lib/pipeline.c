@@ -658,8 +658,10 @@ static int start(struct shp_pipeline *p)
 		release(p);
 		return err;
 	}
-	/* Workers first, while this is the only thread of the pipeline. */
-	fflush(NULL);
+	/* Workers first, while this is the only thread of the pipeline.
+	 * Flushed, stdio buffers are not copied into them to be written
+	 * twice; a stream that cannot flush keeps its error for its owner. */
+	(void)fflush(NULL);
 	me = getpid();
 	for (unsigned s = 0; s < p->nst && !err; s++) {
 		for (unsigned k = 0; k < p->st[s].workers; k++) {
