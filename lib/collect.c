@@ -182,12 +182,11 @@ static bool died_writing(const struct shp_collect *c, size_t pos,
 static int wait_slot(struct shp_collect *c, size_t pos, void *elem,
                      int64_t timeout_ns)
 {
-	int64_t now = shp__now_ns(), until, deadline, spin_end;
+	int64_t now = shp__now_ns(), deadline, spin_end;
 	uint64_t writer;
 	int r;
 
-	deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - now ? -1
-	                                                           : now + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	r = look(c, pos, elem, &writer);
 	if (r)
 		return r;
@@ -201,6 +200,7 @@ static int wait_slot(struct shp_collect *c, size_t pos, void *elem,
 		/* E1: SLEEPERS set before the tag is looked at again; pairs
 		 * with N1 (P1) in the writer's publish. */
 		uint32_t key = shp__ec_prepare(&c->hdr->ec);
+		int64_t until;
 
 		r = look(c, pos, elem, &writer);
 		if (r)

@@ -772,7 +772,7 @@ static int take(struct shp_pipeline *p, size_t *index, void *out)
 int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
                       int64_t timeout_ns)
 {
-	int64_t deadline = -1;
+	int64_t deadline;
 	int r;
 
 	if (!p || !p->nst)
@@ -781,8 +781,7 @@ int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
 		return p->err;
 	if (!p->started && (r = start(p)))
 		return r;
-	if (timeout_ns >= 0)
-		deadline = shp__now_ns() + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	for (;;) {
 		int64_t now, wait;
 
@@ -848,7 +847,7 @@ int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
 
 int shp_pipeline_run(shp_pipeline *p, int64_t timeout_ns)
 {
-	int64_t deadline = timeout_ns >= 0 ? shp__now_ns() + timeout_ns : -1;
+	int64_t deadline = shp__deadline_ns(timeout_ns);
 	int r;
 
 	if (!p)

@@ -180,16 +180,14 @@ static void await_exit(struct shp_process *p, int64_t deadline, int64_t *nap)
 
 int shp_process_join(shp_process *p, int64_t timeout_ns)
 {
-	int64_t now, deadline, nap = NAP_MIN_NS;
+	int64_t deadline, nap = NAP_MIN_NS;
 	int err;
 
 	if (!p)
 		return -EINVAL;
 	if (getpid() != p->starter)
 		return -ECHILD;
-	now = shp__now_ns();
-	deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - now ? -1
-	                                                           : now + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	while ((err = reap(p)) == -EAGAIN) {
 		if (deadline >= 0 && shp__now_ns() >= deadline)
 			return -ETIMEDOUT;
