@@ -42,7 +42,7 @@ int shp_collect_create(shp_collect **out, size_t n, size_t elem_size)
 	*out = NULL;
 	if (!n || !elem_size)
 		return -EINVAL;
-	if (n > (SIZE_MAX - 2 * SHP_CACHELINE) / sizeof(struct shp__collect_slot) ||
+	if (n > (SIZE_MAX - 2 * (size_t)SHP_CACHELINE) / sizeof(struct shp__collect_slot) ||
 	    n > SIZE_MAX / elem_size)
 		return -EOVERFLOW;
 	head = sizeof(struct shp__collect_header) +
@@ -145,7 +145,6 @@ static int look(const struct shp_collect *c, size_t pos, void *elem,
 {
 	const struct shp__collect_slot *s = &c->slots[pos];
 	uint64_t tag = SHP_LOAD(s->tag);
-	int32_t st;
 
 	*writer = 0;
 	if (tag == SHP_COLLECT_EMPTY)
@@ -157,6 +156,8 @@ static int look(const struct shp_collect *c, size_t pos, void *elem,
 		return 1;
 	}
 	if (tag == SHP_COLLECT_FAILED) {
+		int32_t st;
+
 		shp__smp_acquire(); /* P2, pairs with P1 */
 		st = SHP_LOAD(s->status);
 		/* What shp_collect_fail accepts, and nothing else. */

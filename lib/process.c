@@ -96,14 +96,15 @@ int shp_process_start(shp_process **out, shp_process_fn fn, void *arg)
 	p->starter = getpid();
 	/* What is still buffered would be written twice, by us and by the
 	 * child's flush at its exit (CPython flushes here too). */
-	fflush(stdout);
-	fflush(stderr);
+	(void)fflush(stdout);
+	(void)fflush(stderr);
 	p->pid = fork();
 	if (p->pid == 0) {
 		int ret = fn(arg);
 
-		fflush(stdout);
-		fflush(stderr);
+		/* Nobody to tell if these fail: the exit status is fn's. */
+		(void)fflush(stdout);
+		(void)fflush(stderr);
 		/* Not exit(): the parent's atexit handlers and the rest of
 		 * its stdio buffers belong to the parent. */
 		_exit(ret & 0xff);
