@@ -162,8 +162,10 @@ static bool start_queued(struct shp_pool *pool, struct shp_async **running,
 			pool->async_tail = NULL;
 		if (err || !h->c.n) {
 			/* Cancelled or failed before it started, or nothing
-			 * to run (n = 0: done at once, result 0). */
-			if (err == SHP_ECANCELED)
+			 * to run (n = 0: done at once, result 0). A cancel
+			 * that came since the look above returned 0: it
+			 * holds, as in drive(). */
+			if (err == SHP_ECANCELED || h->cancel_req)
 				shp__call_cancel(&h->c);
 			SHP_STORE(h->state, CALLBACK);
 			settle(h, err);
