@@ -542,7 +542,9 @@ static void fuzz_async(struct fuzz_in *in)
 	           "progress %zu/%zu of %zu", done, total, a.n);
 	result = shp_async_result(h);
 	if (cancelled)
-		FUZZ_CHECK(result == SHP_ECANCELED, "cancelled: result %d", result);
+		FUZZ_CHECK(result == SHP_ECANCELED,
+		           "form %u of %zu tasks cancelled: result %d", form, a.n,
+		           result);
 	else if (form == 2)
 		FUZZ_CHECK(result == b.want_status[0], "apply_async: %d, want %d",
 		           result, b.want_status[0]);
