@@ -6,7 +6,8 @@
 #   ./build.sh check    build, then run the whole test suite: plain, again
 #                       under ASan + UBSan, again with the fault-injection
 #                       kill points (which adds their test), and the unit
-#                       tests under valgrind
+#                       tests under valgrind; then the static analysis
+#                       (make lint) and 20 s of each fuzz harness
 #   ./build.sh stress   build, then run the long multi-process torture
 set -eu
 
@@ -22,6 +23,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # groff-base: tests/check-man.sh renders every manual page with it (it only
 # checks the pages' contents when neither groff nor mandoc is there).
 packages="gcc make autoconf automake libtool pkg-config liburcu-dev libcriterion-dev valgrind groff-base"
+# make lint's analyzers, and clang with libFuzzer (its runtime is only a
+# recommendation of clang's, which --no-install-recommends skips).
+[ "$job" = check ] && packages="$packages cppcheck clang-tidy clang libclang-rt-14-dev"
 # The benchmark's peers: DPDK's and Concurrency Kit's rings, Python's Pool,
 # and gnuplot for the picture.
 [ "$job" = bench ] && packages="$packages libdpdk-dev libck-dev python3 gnuplot-nox"
@@ -73,6 +77,8 @@ check)
 	make -j"$jobs" check VERBOSE=1
 	cd "$top/build"
 	make check-valgrind
+	make lint
+	make fuzz FUZZ_SECONDS=20
 	;;
 stress)
 	build build

@@ -31,6 +31,7 @@ static int cmp_u64(const void *a, const void *b)
 int bench_stats(const uint64_t *samples, size_t n, struct bench_stats *st)
 {
 	uint64_t *s;
+	size_t mid;
 
 	if (n == 0 || !samples || !st)
 		return -EINVAL;
@@ -43,10 +44,11 @@ int bench_stats(const uint64_t *samples, size_t n, struct bench_stats *st)
 	st->max = (double)s[n - 1];
 	/* The median rather than the mean: a shared machine adds one-sided
 	 * outliers (preemption, migrations) that would drag a mean up. */
+	mid = n / 2;
 	if (n % 2)
-		st->median = (double)s[n / 2];
+		st->median = (double)s[mid];
 	else
-		st->median = ((double)s[n / 2 - 1] + (double)s[n / 2]) / 2.0;
+		st->median = ((double)s[mid - 1] + (double)s[mid]) / 2.0;
 	st->n = (unsigned)n;
 	free(s);
 	return 0;
@@ -95,12 +97,13 @@ unsigned bench_nproc(void)
 const char *bench_cpu_model(char *buf, size_t len)
 {
 	static const char key[] = "model name";
-	FILE *f = fopen("/proc/cpuinfo", "r");
 	char line[512];
+	FILE *f;
 
 	if (len == 0)
 		return buf;
 	snprintf(buf, len, "unknown");
+	f = fopen("/proc/cpuinfo", "r");
 	if (!f)
 		return buf;
 	while (fgets(line, sizeof(line), f)) {

@@ -96,7 +96,7 @@ void bench_progress(const char *group, const char *fmt, ...)
 		 * longer previous line left. */
 		fprintf(stderr, "\r%-79.79s", line);
 		fflush(stderr);
-	} else if (strncmp(last, group, sizeof(last) - 1)) {
+	} else if (strncmp(last, group, sizeof(last) - 1) != 0) {
 		/* A log gets one line per group. */
 		fprintf(stderr, "%s\n", line);
 	}

@@ -73,7 +73,7 @@ void bench_progress(const char *group, const char *fmt, ...)
  * as text in err (the row's note).
  */
 struct bench_py;
-int bench_py_start(const struct bench_cfg *cfg, struct bench_py **py, char *err,
+int bench_py_start(const struct bench_cfg *cfg, struct bench_py **out, char *err,
                    size_t errlen);
 int bench_py_ask(struct bench_py *py, const char *req, char *ans, size_t anslen,
                  char *err, size_t errlen);

@@ -401,7 +401,6 @@ static int add_rows(const struct bench_cfg *cfg, struct bench_report *r, struct 
                     const char *pyver)
 {
 	char target[96];
-	int err;
 
 	if (cfg->workers == 2)
 		snprintf(target, sizeof(target), "speedup >= 1.9 on 2 workers");
@@ -411,8 +410,8 @@ static int add_rows(const struct bench_cfg *cfg, struct bench_report *r, struct 
 	for (size_t k = 0; k < NDUR; k++) {
 		struct dur *d = &dd[k];
 		char name[NV][64];
+		int err = figures(cfg, d, pyver);
 
-		err = figures(cfg, d, pyver);
 		if (err)
 			return err;
 		for (int j = 0; j < NV; j++)

@@ -84,7 +84,7 @@ static int parse_only(const char *arg, struct opts *o)
 	     t = strtok_r(NULL, ",", &save)) {
 		size_t g = 0;
 
-		while (g < NGROUPS && strcmp(t, groups[g].name))
+		while (g < NGROUPS && strcmp(t, groups[g].name) != 0)
 			g++;
 		if (g == NGROUPS) {
 			fprintf(stderr, "shmpool-bench: no group '%s'\n", t);
@@ -216,7 +216,7 @@ static void print_group(const struct bench_report *r, const struct group *g)
 			                ratio, row->ratio_vs ? row->ratio_vs : "",
 			                met };
 
-		if (strcmp(row->group, g->name))
+		if (strcmp(row->group, g->name) != 0)
 			continue;
 		if (row->st.n) {
 			fmt_num(med, sizeof(med), row->st.median);

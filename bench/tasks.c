@@ -69,6 +69,9 @@ static int py_readline(struct bench_py *py, char *line, size_t len, int timeout_
 {
 	int64_t deadline = now_ms() + timeout_ms;
 
+	/* Empty unless a line comes: callers may look at it whatever the
+	 * return. */
+	line[0] = '\0';
 	for (;;) {
 		char *nl = memchr(py->buf, '\n', py->len);
 		size_t take = nl ? (size_t)(nl - py->buf) : py->len;
@@ -145,10 +148,11 @@ static int py_expect(struct bench_py *py, const char *prefix, char *ans, size_t 
  * its wait status. */
 static int py_reap(struct bench_py *py, bool ask_first)
 {
-	char line[256];
 	int st = 0;
 
 	if (ask_first && send(py->fd, "quit\n", 5, MSG_NOSIGNAL) == 5) {
+		char line[256];
+
 		/* Python terminates its Pool on the way out; EOF on the
 		 * socket means it is done. */
 		while (py_readline(py, line, sizeof(line), PY_QUIT_MS) == 1)
@@ -711,7 +715,7 @@ static void judge(struct variant *v, struct bench_row *row, const struct variant
 {
 	char buf[sizeof(v->note)];
 
-	if (!row->ratio) {
+	if (row->ratio == 0) {
 		row->met = -1;
 		snprintf(buf, sizeof(buf), "%.160s; not judged: %.60s has no figure", v->note,
 		         vs->name);
@@ -759,10 +763,11 @@ static int add_rows(struct bench_report *r, struct variant *v, size_t nv)
 		}
 		row.target = x->target;
 		/* A wrong or failing variant misses its target; one that could
-		 * not run here (no python3) is not judged. */
+		 * not run here (no python3), or whose reference row is not in
+		 * the table, is not judged. */
 		if (x->target && (x->failed == F_WRONG || x->failed == F_LIB))
 			row.met = 0;
-		else if (x->target && !x->failed)
+		else if (x->target && !x->failed && vs)
 			judge(x, &row, vs);
 		row.note = x->note[0] ? x->note : NULL;
 		err = bench_report_add(r, &row);

@@ -77,21 +77,22 @@ static int run_task(const void *in, void *out, void *ctx)
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	t->answer = impls[r->impl].count(r->n);
 	clock_gettime(CLOCK_MONOTONIC, &b);
-	t->ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+	t->ms = (double)(b.tv_sec - a.tv_sec) * 1e3 +
+	        (double)(b.tv_nsec - a.tv_nsec) / 1e6;
 	return t->answer < 0; /* status 1: the run failed */
 }
 
 int main(int argc, char **argv)
 {
-	long n = argc > 1 ? atol(argv[1]) : 200000;
-	unsigned rounds = argc > 2 ? (unsigned)atoi(argv[2]) : 3;
+	long n = argc > 1 ? strtol(argv[1], NULL, 10) : 200000;
+	unsigned rounds = argc > 2 ? (unsigned)strtol(argv[2], NULL, 10) : 3;
 	/* One worker: runs one at a time, so that they do not compete for
 	 * the machine; each in a new process. */
 	struct shp_pool_options opt = { .workers = 1, .max_tasks_per_worker = 1 };
 	size_t nruns = NIMPL * rounds;
 	struct run *runs;
 	struct timing *t;
-	int *status, err, ok = 1;
+	int *status, err, ok = 1, ret = 1;
 	double best[NIMPL];
 	shp_pool *pool;
 
@@ -104,15 +105,16 @@ int main(int argc, char **argv)
 	status = calloc(nruns, sizeof(*status));
 	if (!runs || !t || !status) {
 		fprintf(stderr, "harness: out of memory\n");
-		return 1;
+		goto out;
 	}
+	/* i / NIMPL < rounds <= 1000: both fit. */
 	for (size_t i = 0; i < nruns; i++)
-		runs[i] = (struct run){ i % NIMPL, i / NIMPL, n };
+		runs[i] = (struct run){ (unsigned)(i % NIMPL), (unsigned)(i / NIMPL), n };
 
 	err = shp_pool_create(&pool, &opt);
 	if (err) {
 		fprintf(stderr, "shp_pool_create: %s\n", shp_strerror(err));
-		return 1;
+		goto out;
 	}
 	/* chunksize 1: one run per hand-out, hence per process. */
 	err = shp_map(pool, run_task, NULL, runs, sizeof(*runs), t, sizeof(*t),
@@ -120,7 +122,7 @@ int main(int argc, char **argv)
 	shp_pool_destroy(pool);
 	if (err && err != SHP_ETASK) {
 		fprintf(stderr, "shp_map: %s\n", shp_strerror(err));
-		return 1;
+		goto out;
 	}
 
 	printf("primes below %ld: %zu implementations, %u rounds, "
@@ -152,8 +154,10 @@ int main(int argc, char **argv)
 		printf("answers agree: %ld\n", t[0].answer);
 	else
 		printf("answers differ, or a run failed\n");
+	ret = !ok;
+out:
 	free(runs);
 	free(t);
 	free(status);
-	return !ok;
+	return ret;
 }

@@ -38,6 +38,9 @@ static void render_row(const struct view *v, unsigned y, unsigned char *row)
 			zr = t;
 			i++;
 		}
+		/* max_iter >= 1: arg() refuses 0 (the analyzer loses it
+		 * through shp_map's ctx). */
+		/* NOLINTNEXTLINE(clang-analyzer-core.DivideZero) */
 		row[x] = (unsigned char)(255 - 255ull * i / v->max_iter);
 	}
 }

@@ -154,7 +154,7 @@ int main(int argc, char **argv)
 
 			draw(want[x], LENGTH, true, seed * 8 + (unsigned)x);
 			while (k < NPROC &&
-			       (taken[k] || strcmp(results[k], want[x])))
+			       (taken[k] || strcmp(results[k], want[x]) != 0))
 				k++;
 			if (k == NPROC)
 				bad = 1;

@@ -162,8 +162,10 @@ static bool start_queued(struct shp_pool *pool, struct shp_async **running,
 			pool->async_tail = NULL;
 		if (err || !h->c.n) {
 			/* Cancelled or failed before it started, or nothing
-			 * to run (n = 0: done at once, result 0). */
-			if (err == SHP_ECANCELED)
+			 * to run (n = 0: done at once, result 0). A cancel
+			 * that came since the look above returned 0: it
+			 * holds, as in drive(). */
+			if (err == SHP_ECANCELED || h->cancel_req)
 				shp__call_cancel(&h->c);
 			SHP_STORE(h->state, CALLBACK);
 			settle(h, err);
@@ -420,14 +422,14 @@ int shp_async_wait(shp_async *h, int64_t timeout_ns)
 {
 	struct shp_pool *pool;
 	struct timespec ts;
+	int64_t at;
 	int err = 0;
 
 	if (!h)
 		return -EINVAL;
 	pool = h->c.pool;
-	if (timeout_ns >= 0) {
-		int64_t at = shp__now_ns() + timeout_ns;
-
+	at = shp__deadline_ns(timeout_ns);
+	if (at >= 0) {
 		ts.tv_sec = at / 1000000000;
 		ts.tv_nsec = at % 1000000000;
 	}
@@ -436,7 +438,7 @@ int shp_async_wait(shp_async *h, int64_t timeout_ns)
 		h->waited = true;
 		if (shp__in_handler(pool))
 			err = -EDEADLK;
-		else if (timeout_ns < 0)
+		else if (at < 0)
 			pthread_cond_wait(&pool->async_cond, &pool->lock);
 		else if (timeout_ns == 0 ||
 		         pthread_cond_timedwait(&pool->async_cond, &pool->lock,

@@ -42,7 +42,7 @@ int shp_collect_create(shp_collect **out, size_t n, size_t elem_size)
 	*out = NULL;
 	if (!n || !elem_size)
 		return -EINVAL;
-	if (n > (SIZE_MAX - 2 * SHP_CACHELINE) / sizeof(struct shp__collect_slot) ||
+	if (n > (SIZE_MAX - 2 * (size_t)SHP_CACHELINE) / sizeof(struct shp__collect_slot) ||
 	    n > SIZE_MAX / elem_size)
 		return -EOVERFLOW;
 	head = sizeof(struct shp__collect_header) +
@@ -145,7 +145,6 @@ static int look(const struct shp_collect *c, size_t pos, void *elem,
 {
 	const struct shp__collect_slot *s = &c->slots[pos];
 	uint64_t tag = SHP_LOAD(s->tag);
-	int32_t st;
 
 	*writer = 0;
 	if (tag == SHP_COLLECT_EMPTY)
@@ -157,6 +156,8 @@ static int look(const struct shp_collect *c, size_t pos, void *elem,
 		return 1;
 	}
 	if (tag == SHP_COLLECT_FAILED) {
+		int32_t st;
+
 		shp__smp_acquire(); /* P2, pairs with P1 */
 		st = SHP_LOAD(s->status);
 		/* What shp_collect_fail accepts, and nothing else. */
@@ -182,12 +183,11 @@ static bool died_writing(const struct shp_collect *c, size_t pos,
 static int wait_slot(struct shp_collect *c, size_t pos, void *elem,
                      int64_t timeout_ns)
 {
-	int64_t now = shp__now_ns(), until, deadline, spin_end;
+	int64_t now = shp__now_ns(), deadline, spin_end;
 	uint64_t writer;
 	int r;
 
-	deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - now ? -1
-	                                                           : now + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	r = look(c, pos, elem, &writer);
 	if (r)
 		return r;
@@ -201,6 +201,7 @@ static int wait_slot(struct shp_collect *c, size_t pos, void *elem,
 		/* E1: SLEEPERS set before the tag is looked at again; pairs
 		 * with N1 (P1) in the writer's publish. */
 		uint32_t key = shp__ec_prepare(&c->hdr->ec);
+		int64_t until;
 
 		r = look(c, pos, elem, &writer);
 		if (r)

@@ -1,9 +1,12 @@
+#define _GNU_SOURCE
 #include <string.h>
 
 #include "shmpool.h"
 
 const char *shp_strerror(int err)
 {
+	const char *desc = NULL;
+
 	switch (err) {
 #define SHP_ERRNO_CASE(name, value, msg)                                        \
 	case SHP_##name:                                                       \
@@ -15,9 +18,13 @@ const char *shp_strerror(int err)
 	default:
 		break;
 	}
+	/* Not strerror(): for a code it does not know it formats into a
+	 * buffer that its next such call frees, and it may return NULL when
+	 * it cannot allocate one. The descriptions here are static strings,
+	 * valid forever, whatever the thread. */
 	if (err < 0 && err > -4096)
-		return strerror(-err);
-	return "unknown error";
+		desc = strerrordesc_np(-err);
+	return desc ? desc : "unknown error";
 }
 
 const char *shp_version(void)

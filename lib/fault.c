@@ -50,7 +50,7 @@ void shp__fault_hit(enum shp__fault_point p)
 		if (prev == c) {
 			if (c == 1) {
 				SHP_STORE(fp->victim, (int32_t)getpid());
-				raise(SIGKILL); /* does not return */
+				(void)raise(SIGKILL); /* does not return */
 			}
 			return;
 		}

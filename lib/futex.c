@@ -14,6 +14,18 @@ int64_t shp__now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t shp__deadline_ns(int64_t timeout_ns)
+{
+	int64_t at;
+
+	/* Past INT64_MAX ns from boot (292 years) is as good as never: the
+	 * caller waits without a deadline rather than overflow into one
+	 * that has passed. */
+	if (timeout_ns < 0 || __builtin_add_overflow(shp__now_ns(), timeout_ns, &at))
+		return -1;
+	return at;
+}
+
 uint32_t shp__ec_prepare(uint32_t *ec)
 {
 	uint32_t old = SHP_LOAD(*ec);
@@ -39,10 +51,10 @@ uint32_t shp__ec_prepare(uint32_t *ec)
 int shp__ec_wait(uint32_t *ec, uint32_t key, int64_t deadline_ns)
 {
 	struct timespec ts, *tsp = NULL;
-	int64_t left;
 
 	if (deadline_ns >= 0) {
-		left = deadline_ns - shp__now_ns();
+		int64_t left = deadline_ns - shp__now_ns();
+
 		if (left <= 0)
 			return -ETIMEDOUT;
 		ts.tv_sec = (time_t)(left / 1000000000);

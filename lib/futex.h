@@ -51,5 +51,8 @@ static inline void shp__ec_notify(uint32_t *ec)
 }
 
 int64_t shp__now_ns(void);
+/* The CLOCK_MONOTONIC time timeout_ns from now, or -1 (no deadline) when
+ * timeout_ns is negative or so large that the sum would overflow. */
+int64_t shp__deadline_ns(int64_t timeout_ns);
 
 #endif

@@ -123,7 +123,7 @@ int shp_iter_next(shp_iter *it, size_t *index, const void **out, int *status,
 	if (it->err)
 		return it->err;
 	c = &it->c;
-	deadline = timeout_ns < 0 ? -1 : shp__now_ns() + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	for (;;) {
 		size_t i;
 		int st, r;

@@ -145,13 +145,13 @@ int shp__call_init(struct call *c, struct shp_pool *pool, shp_fn fn,
 static unsigned take_blocks(struct shp_pool *pool, unsigned want,
                             unsigned *first)
 {
-	unsigned best = 0, best_at = 0, run = 0;
+	unsigned best = 0, best_at = 0, len = 0;
 
 	for (unsigned b = 0; b < 64; b++) {
-		run = (pool->slot_busy >> b) & 1 ? 0 : run + 1;
-		if (run > best) {
-			best = run;
-			best_at = b + 1 - run;
+		len = (pool->slot_busy >> b) & 1 ? 0 : len + 1;
+		if (len > best) {
+			best = len;
+			best_at = b + 1 - len;
 			if (best == want)
 				break;
 		}
@@ -425,7 +425,7 @@ static size_t next_chunk(const struct call *c)
 		 * end, so that short tasks amortise and long ones balance. */
 		size_t cap = c->window / (2 * c->pool->nworkers);
 
-		k = left / (4 * c->pool->nworkers);
+		k = left / (4 * (size_t)c->pool->nworkers);
 		if (k > cap)
 			k = cap;
 		if (k == 0)
@@ -462,7 +462,7 @@ static bool arm(struct call *c, uint64_t i)
 			c->n = i;
 			return false;
 		}
-	} else if (dst) {
+	} else if (c->in_io == SHP_IO_INLINE || c->in_io == SHP_IO_STAGED) {
 		memcpy(dst, c->in + i * c->in_size, c->in_size);
 	}
 	if (c->in_io == SHP_IO_INLINE)
@@ -885,6 +885,19 @@ int shp__call_check(struct call *c)
 	return ++c->stalls >= 2 ? SHP_ECORRUPT : 0;
 }
 
+/* Tasks [from, n) will never run: SHP_ECANCELED in status, 0 in wstatus,
+ * whichever of the two the call has (array calls only: their n is
+ * known). */
+static void cancel_from(struct call *c, size_t from)
+{
+	for (size_t i = from; (c->status || c->wstatus) && i < c->n; i++) {
+		if (c->status)
+			c->status[i] = SHP_ECANCELED;
+		if (c->wstatus)
+			c->wstatus[i] = 0;
+	}
+}
+
 void shp__call_cancel(struct call *c)
 {
 	size_t q = queued_end(c);
@@ -894,13 +907,8 @@ void shp__call_cancel(struct call *c)
 	c->cancelled = true;
 	if (c->begun)
 		SHP_STORE(c->rec->cancel, 1);
-	/* Prepared but not in the ring, or never prepared: never will be.
-	 * (Only array calls have statuses; their n is known.) */
-	for (size_t i = q; c->status && i < c->n; i++) {
-		c->status[i] = SHP_ECANCELED;
-		if (c->wstatus)
-			c->wstatus[i] = 0;
-	}
+	/* Prepared but not in the ring, or never prepared: never will be. */
+	cancel_from(c, q);
 	c->npending = 0;
 	c->ns = q;
 	c->n = q;
@@ -908,12 +916,8 @@ void shp__call_cancel(struct call *c)
 
 void shp__call_abandon(struct call *c)
 {
-	/* Array calls only (they have statuses), all ordered. */
-	for (size_t i = c->nc; c->status && i < c->n; i++) {
-		c->status[i] = SHP_ECANCELED;
-		if (c->wstatus)
-			c->wstatus[i] = 0;
-	}
+	/* Array calls are all ordered: nc is the first not taken. */
+	cancel_from(c, c->nc);
 }
 
 /* Runs a call to the end in the calling thread. */

@@ -658,8 +658,10 @@ static int start(struct shp_pipeline *p)
 		release(p);
 		return err;
 	}
-	/* Workers first, while this is the only thread of the pipeline. */
-	fflush(NULL);
+	/* Workers first, while this is the only thread of the pipeline.
+	 * Flushed, stdio buffers are not copied into them to be written
+	 * twice; a stream that cannot flush keeps its error for its owner. */
+	(void)fflush(NULL);
 	me = getpid();
 	for (unsigned s = 0; s < p->nst && !err; s++) {
 		for (unsigned k = 0; k < p->st[s].workers; k++) {
@@ -770,7 +772,7 @@ static int take(struct shp_pipeline *p, size_t *index, void *out)
 int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
                       int64_t timeout_ns)
 {
-	int64_t deadline = -1;
+	int64_t deadline;
 	int r;
 
 	if (!p || !p->nst)
@@ -779,8 +781,7 @@ int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
 		return p->err;
 	if (!p->started && (r = start(p)))
 		return r;
-	if (timeout_ns >= 0)
-		deadline = shp__now_ns() + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	for (;;) {
 		int64_t now, wait;
 
@@ -846,7 +847,7 @@ int shp_pipeline_next(shp_pipeline *p, size_t *index, void *out,
 
 int shp_pipeline_run(shp_pipeline *p, int64_t timeout_ns)
 {
-	int64_t deadline = timeout_ns >= 0 ? shp__now_ns() + timeout_ns : -1;
+	int64_t deadline = shp__deadline_ns(timeout_ns);
 	int r;
 
 	if (!p)

@@ -96,14 +96,15 @@ int shp_process_start(shp_process **out, shp_process_fn fn, void *arg)
 	p->starter = getpid();
 	/* What is still buffered would be written twice, by us and by the
 	 * child's flush at its exit (CPython flushes here too). */
-	fflush(stdout);
-	fflush(stderr);
+	(void)fflush(stdout);
+	(void)fflush(stderr);
 	p->pid = fork();
 	if (p->pid == 0) {
 		int ret = fn(arg);
 
-		fflush(stdout);
-		fflush(stderr);
+		/* Nobody to tell if these fail: the exit status is fn's. */
+		(void)fflush(stdout);
+		(void)fflush(stderr);
 		/* Not exit(): the parent's atexit handlers and the rest of
 		 * its stdio buffers belong to the parent. */
 		_exit(ret & 0xff);
@@ -180,16 +181,14 @@ static void await_exit(struct shp_process *p, int64_t deadline, int64_t *nap)
 
 int shp_process_join(shp_process *p, int64_t timeout_ns)
 {
-	int64_t now, deadline, nap = NAP_MIN_NS;
+	int64_t deadline, nap = NAP_MIN_NS;
 	int err;
 
 	if (!p)
 		return -EINVAL;
 	if (getpid() != p->starter)
 		return -ECHILD;
-	now = shp__now_ns();
-	deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - now ? -1
-	                                                           : now + timeout_ns;
+	deadline = shp__deadline_ns(timeout_ns);
 	while ((err = reap(p)) == -EAGAIN) {
 		if (deadline >= 0 && shp__now_ns() >= deadline)
 			return -ETIMEDOUT;

@@ -66,9 +66,11 @@ int shp__segment_map(uint64_t size, void **base)
 	 * ever opened that somebody else made. */
 	for (int attempt = 0; attempt < 16 && fd < 0; attempt++) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		snprintf(name, sizeof(name), "/shmpool-%d-%lx-%x", (int)getpid(),
-		         (unsigned long)ts.tv_nsec ^ (unsigned long)ts.tv_sec,
-		         (unsigned)attempt);
+		/* At most 46 bytes: never cut. */
+		(void)snprintf(name, sizeof(name), "/shmpool-%d-%lx-%x",
+		               (int)getpid(),
+		               (unsigned long)ts.tv_nsec ^ (unsigned long)ts.tv_sec,
+		               (unsigned)attempt);
 		fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 		if (fd < 0 && errno != EEXIST)
 			return -errno;

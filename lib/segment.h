@@ -118,7 +118,7 @@ struct shp__worker {
 	 * stored, for calls with a task deadline only, before running (R4). */
 	int64_t started_ns;
 } SHP_ALIGNED;
-_Static_assert(sizeof(struct shp__worker) == 2 * SHP_CACHELINE, "two lines");
+_Static_assert(sizeof(struct shp__worker) == 2 * (size_t)SHP_CACHELINE, "two lines");
 
 /* Where a task's input comes from and its output goes. */
 enum shp__io {
@@ -172,7 +172,7 @@ struct shp__call {
 	uint32_t retries;        /* re-runs of a task whose worker died */
 	uint8_t notify;          /* enum shp__notify */
 } SHP_ALIGNED;
-_Static_assert(sizeof(struct shp__call) == 2 * SHP_CACHELINE, "two lines");
+_Static_assert(sizeof(struct shp__call) == 2 * (size_t)SHP_CACHELINE, "two lines");
 
 /*
  * Result slot. Slot s serves tickets t with slot_base + (t - ticket_base) %

@@ -212,13 +212,17 @@ static int64_t enforce_deadlines(struct sup *s, int64_t tick)
 		started = SHP_LOAD(w->started_ns);
 		t = w->task;
 		cmm_smp_rmb(); /* and those before running again */
-		if (started == 0 || t.call >= SHP_NCALLS ||
+		if (started <= 0 || t.call >= SHP_NCALLS ||
 		    SHP_LOAD(w->running) != running)
 			continue; /* not a timed task, or it just ended */
 		timeout = SHP_LOAD(pool->calls[t.call].task_timeout_ns);
 		if (timeout <= 0)
 			continue;
-		left = started + timeout - now;
+		/* Time left, never as started + timeout, which overflows for
+		 * a timeout near INT64_MAX ("no deadline, really") and would
+		 * kill the task at once. A start after now (stored since now
+		 * was read) has used none of it. */
+		left = started < now ? timeout - (now - started) : timeout;
 		if (left > 0) {
 			if (left < next)
 				next = left;
@@ -292,7 +296,7 @@ void shp__supervisor_main(struct shp_pool *pool)
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
 	sigaddset(&set, SIGTERM);
-	sigprocmask(SIG_BLOCK, &set, NULL);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (getppid() != pool->caller)
 		_exit(0);
 

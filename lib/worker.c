@@ -176,7 +176,7 @@ void shp__worker_main(struct shp_pool *pool, unsigned idx)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != pool->zygote)
 		_exit(0);
-	sigprocmask(SIG_SETMASK, &pool->caller_mask, NULL);
+	pthread_sigmask(SIG_SETMASK, &pool->caller_mask, NULL);
 	me->ntasks = 0;
 	SHP_FAULT(WORKER_START);
 	if (pool->initializer)

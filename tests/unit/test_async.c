@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "procfs.h"
@@ -271,6 +272,40 @@ Test(async, wait_timeout_expires_then_completes, .timeout = 20)
 	shp_pool_destroy(p);
 }
 
+/* CPU time this thread has used, in ns. */
+static int64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A timeout too long for the clock to add (now + INT64_MAX overflowed into
+ * a deadline that had passed, which pthread_cond_timedwait refused at once:
+ * the wait spun on a core until the call was done) means no deadline. */
+Test(async, wait_with_the_longest_timeout_sleeps, .timeout = 20)
+{
+	shp_pool *p = pool_of(2, 0);
+	int in[2] = { 0, 1 }, out[2] = { -1, -1 }, st[2];
+	shp_async *h = NULL;
+	int64_t t0, cpu0;
+
+	cr_assert_eq(shp_map_async(p, sleepy, (void *)&ms300, in, sizeof(int),
+	                           out, sizeof(int), 2, 1, st, &h), 0);
+	t0 = now_ns();
+	cpu0 = thread_cpu_ns();
+	cr_assert_eq(shp_async_wait(h, INT64_MAX), 0);
+	cr_expect_geq(now_ns() - t0, 250 * MS, "the wait returned early");
+	cr_expect_lt(thread_cpu_ns() - cpu0, slack(50 * MS),
+	             "waiting 300 ms used %lld ms of CPU",
+	             (long long)((thread_cpu_ns() - cpu0) / MS));
+	cr_expect_eq(shp_async_result(h), 0);
+	cr_expect_eq(triple_mismatches(out, st, 2), 0);
+	shp_async_free(h);
+	shp_pool_destroy(p);
+}
+
 Test(async, two_thousand_handles_at_once, .timeout = 40)
 {
 	const int n = 2000;
@@ -388,6 +423,40 @@ Test(async, empty_map_async_succeeds, .timeout = 20)
 	cr_expect_eq(out, 0, "no task ran");
 	cr_expect_eq(st, 7, "no status written");
 	shp_async_free(h);
+	shp_pool_destroy(p);
+}
+
+/* Likewise for a call of no task, which the result thread settles as it
+ * takes it from the queue: a cancel that landed while it looked (after
+ * it found none requested) was dropped, the result 0. A race of a few
+ * instructions: tried 100000 times, which caught it in about half the
+ * runs on the old code. */
+Test(async, cancel_of_an_empty_call_holds, .timeout = 30)
+{
+	shp_pool *p = pool_of(2, 0);
+	int in = 1, out = 0, st = 7;
+	size_t n = scaled(100000), dropped = 0, took = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		shp_async *h = NULL;
+		int c, r;
+
+		cr_assert_eq(shp_map_async(p, triple, NULL, &in, sizeof(int),
+		                           &out, sizeof(int), 0, 1, &st, &h), 0);
+		/* Half the time after a poll, which shifts the timing. */
+		if (i % 2)
+			cr_assert(shp_async_wait(h, 0) <= 0);
+		c = shp_async_cancel(h);
+		cr_assert(c == 0 || c == -EALREADY, "cancel: %d", c);
+		cr_assert_eq(shp_async_wait(h, -1), 0);
+		r = shp_async_result(h);
+		took += c == 0;
+		dropped += c == 0 && r != SHP_ECANCELED;
+		cr_assert(c == 0 || r == 0, "result %d after a late cancel", r);
+		shp_async_free(h);
+	}
+	cr_expect_eq(dropped, 0, "%zu of %zu cancels that returned 0 dropped",
+	             dropped, took);
 	shp_pool_destroy(p);
 }
 
@@ -956,6 +1025,33 @@ Test(async, cancel_right_after_submit, .timeout = 30)
 	free(in);
 	free(out);
 	free(st);
+}
+
+/* Without statuses, the wait statuses still say 0 for every task that
+ * never ran (they were left as they were). */
+Test(async, cancel_without_statuses_fills_wstatus, .timeout = 30)
+{
+	const size_t n = 5000; /* over the 2048 a call keeps in flight */
+	shp_pool *p = pool_of(2, 0);
+	int *in = iota(n), *out = filled(n, -1), *ws = filled(n, STATUS_UNSET);
+	int *ran = arena_counter(p);
+	struct shp_call_options o = { .chunksize = 1, .wstatus = ws };
+	size_t unset = 0;
+	shp_async *h;
+
+	cr_assert_eq(shp_map_async_opt(p, counted, ran, in, sizeof(int), out,
+	                               sizeof(int), n, NULL, &o, &h), 0);
+	cr_assert_eq(shp_async_cancel(h), 0);
+	cr_assert_eq(shp_async_wait(h, -1), 0);
+	cr_expect_eq(shp_async_result(h), SHP_ECANCELED);
+	for (size_t i = 0; i < n; i++)
+		unset += ws[i] != 0;
+	cr_expect_eq(unset, 0, "%zu of %zu wait statuses not 0", unset, n);
+	shp_async_free(h);
+	shp_pool_destroy(p);
+	free(in);
+	free(out);
+	free(ws);
 }
 
 Test(async, cancel_while_running, .timeout = 30)

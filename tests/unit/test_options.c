@@ -133,13 +133,16 @@ Test(options, task_timeout_in_one_chunk_spares_the_rest, .timeout = 30)
 	timeout_case(8);
 }
 
-static int sleep10(const void *in, void *out, void *ctx)
+/* Sleeps *ctx ms (ctx: a static const int, which every fork has), then
+ * out = 3 * in + 1. */
+static int sleepy(const void *in, void *out, void *ctx)
 {
-	(void)ctx;
-	sleep_ms(10);
+	sleep_ms(*(const int *)ctx);
 	*(int *)out = 3 * *(const int *)in + 1;
 	return 0;
 }
+
+static const int ms10 = 10, ms250 = 250;
 
 Test(options, task_timeout_not_reached, .timeout = 20)
 {
@@ -153,7 +156,7 @@ Test(options, task_timeout_not_reached, .timeout = 20)
 
 	cr_assert_eq(workers_of(before, 8), 2);
 	reset_call(N, in, out, st, ws);
-	cr_expect_eq(shp_map_opt(p, sleep10, NULL, in, sizeof(int), out,
+	cr_expect_eq(shp_map_opt(p, sleepy, (void *)&ms10, in, sizeof(int), out,
 	                         sizeof(int), N, st, &o), 0);
 	for (int i = 0; i < N; i++) {
 		cr_expect_eq(st[i], 0, "status[%d] = %d", i, st[i]);
@@ -164,6 +167,34 @@ Test(options, task_timeout_not_reached, .timeout = 20)
 	cr_expect_eq(workers_of(after, 8), 2);
 	cr_expect(among(after[0], before, 2) && among(after[1], before, 2),
 	          "a worker was replaced");
+	shp_pool_destroy(p);
+}
+
+/* The longest deadline there is: the supervisor added it to the task's
+ * start, overflowed, and killed every task it looked at as overdue. */
+Test(options, task_timeout_of_int64_max_never_fires, .timeout = 20)
+{
+	enum { N = 2 };
+	shp_pool *p = pool_of(2, 0);
+	int in[N], out[N], st[N], ws[N];
+	struct shp_call_options o = { .chunksize = 1,
+	                              .task_timeout_ns = INT64_MAX,
+	                              .wstatus = ws };
+
+	/* Each task runs 250 ms, over the supervisor's longest period (100
+	 * ms): it looks at every task at least once. */
+	reset_call(N, in, out, st, ws);
+	cr_expect_eq(shp_map_opt(p, sleepy, (void *)&ms250, in, sizeof(int),
+	                         out, sizeof(int), N, st, &o), 0);
+	for (int i = 0; i < N; i++) {
+		cr_expect_eq(st[i], 0, "status[%d] = %d", i, st[i]);
+		cr_expect_eq(out[i], 3 * i + 1);
+		cr_expect_eq(ws[i], 0, "wstatus[%d] = %#x", i, ws[i]);
+	}
+	/* And the supervisor that did the sum is alive and well (built with
+	 * UBSan, the overflow killed it). */
+	cr_expect_eq(shp_pool_close(p), 0);
+	cr_expect_eq(shp_pool_join(p), 0);
 	shp_pool_destroy(p);
 }
 

@@ -148,6 +148,29 @@ Test(pipeline, map_filter_map_in_input_order, .timeout = 60)
 	free(in);
 }
 
+/* The longest timeout is no deadline: now + INT64_MAX overflowed (the
+ * UBSan build stops there), where it should saturate. */
+Test(pipeline, longest_timeout_waits_without_deadline, .timeout = 30)
+{
+	size_t n = 100, k = 0, idx;
+	long *in = longs(n), v;
+	shp_pipeline *p;
+	int r;
+
+	cr_assert_eq(shp_pipeline_create(&p, in, sizeof(long), n, 0), 0);
+	cr_assert_eq(shp_pipeline_map(p, square, NULL, sizeof(long), 2, 8), 0);
+	while ((r = shp_pipeline_next(p, &idx, &v, INT64_MAX)) == 1) {
+		cr_assert_eq(idx, k);
+		cr_assert_eq(v, (long)idx * (long)idx);
+		k++;
+	}
+	cr_expect_eq(r, 0);
+	cr_expect_eq(k, n);
+	shp_pipeline_free(p);
+	expect_no_children();
+	free(in);
+}
+
 Test(pipeline, unordered_delivers_each_once, .timeout = 60)
 {
 	size_t n = scaled(5000), idx, k = 0;

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +33,24 @@ Test(pool, strerror_names_every_code, .timeout = 10)
 	cr_expect_str_eq(shp_strerror(SHP_##name), msg);
 	SHP_ERRNO_MAP(CHECK)
 #undef CHECK
+}
+
+/* Codes in errno's range that libc has no text for: strerror() formats
+ * them into a buffer that its next such call frees, so a description
+ * taken earlier was read after free. */
+Test(pool, strerror_text_stays_valid, .timeout = 10)
+{
+	const char *a = shp_strerror(-4000);
+	const char *b;
+	char copy[64];
+
+	cr_assert_not_null(a);
+	snprintf(copy, sizeof(copy), "%s", a);
+	b = shp_strerror(-4001);
+	cr_assert_not_null(b);
+	cr_expect_str_eq(a, copy);
+	cr_expect_str_eq(a, "unknown error");
+	cr_expect_str_eq(shp_strerror(-ENOSPC), strerror(ENOSPC));
 }
 
 Test(pool, bad_options_are_refused, .timeout = 10)
