@@ -12,6 +12,9 @@
 
 #include "common.h"
 
+#define LCG_A UINT64_C(6364136223846793005)
+#define LCG_C UINT64_C(1442695040888963407)
+
 uint64_t bench_now_ns(void)
 {
 	struct timespec ts;
@@ -82,6 +85,49 @@ int bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v)
 		return -EINVAL;
 	*v = x;
 	return 0;
+}
+
+uint64_t bench_checksum_u64(const uint64_t *v, size_t n)
+{
+	uint64_t s = 0;
+
+	for (size_t i = 0; i < n; i++)
+		s += (uint64_t)(i + 1) * v[i];
+	return s;
+}
+
+uint64_t bench_busy(uint64_t x, uint64_t iters)
+{
+	for (uint64_t i = 0; i < iters; i++) {
+		x = x * LCG_A + LCG_C;
+		/* The compiler must believe x may have changed: no closed
+		 * form, no strength reduction across iterations. */
+		__asm__ volatile("" : "+r"(x));
+	}
+	return x;
+}
+
+static uint64_t volatile busy_sink;
+
+/*
+ * The fastest of a few tries, the one that was not preempted, after a
+ * warm-up try that gives the core time to reach the clock it will run the
+ * rounds at.
+ */
+double bench_busy_calibrate(void)
+{
+	const uint64_t iters = 4000000; /* ~5 ms */
+	uint64_t best = UINT64_MAX;
+
+	busy_sink = bench_busy(0, 8 * iters);
+	for (unsigned i = 0; i < 5; i++) {
+		uint64_t t0 = bench_now_ns(), dt;
+
+		busy_sink = bench_busy(i, iters);
+		dt = bench_now_ns() - t0;
+		best = dt < best ? dt : best;
+	}
+	return (double)best / (double)iters;
 }
 
 unsigned bench_nproc(void)

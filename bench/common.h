@@ -59,6 +59,30 @@ int bench_parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *v);
 size_t bench_diff_u64(const uint64_t *got, const uint64_t *want, size_t n,
                       size_t *first);
 
+/*
+ * The i-th input of the benchmarks' tasks, as pool_bench.py makes them:
+ * i * 0x9e3779b97f4a7c15 mod 2^64, not i itself, so that a result at the
+ * wrong position would rarely look right.
+ */
+static inline uint64_t bench_input(uint64_t i)
+{
+	return i * UINT64_C(0x9e3779b97f4a7c15);
+}
+
+/* pool_bench.py's checksum of results in order: sum((i + 1) * v[i]) mod
+ * 2^64 over v[0..n). It changes when results are lost or reordered. */
+uint64_t bench_checksum_u64(const uint64_t *v, size_t n);
+
+/*
+ * The CPU-bound task: x = x * A + C mod 2^64, iters times (pool_bench.py
+ * runs the same loop, so its results can be checked here). Neither
+ * shortened nor folded by the compiler.
+ */
+uint64_t bench_busy(uint64_t x, uint64_t iters);
+
+/* Nanoseconds per iteration of bench_busy() on this machine, now. */
+double bench_busy_calibrate(void);
+
 /* CPUs this process may run on; at least 1. */
 unsigned bench_nproc(void);
 

@@ -1,6 +1,6 @@
 /*
  * shmpool-bench: the comparison harness. Each group of comparisons (ring,
- * tasks, scaling, wakeup, memory) is one function that measures its
+ * tasks, scaling, wakeup, memory, queue) is one function that measures its
  * variants side by side, in interleaved rounds, verifies that every
  * variant's results equal the serial results in order, and adds one row
  * per variant to the report. The main program prints the report as a
@@ -34,7 +34,7 @@ struct bench_cfg {
  * python3 absent) has no stats (st.n == 0) and says why in note.
  */
 struct bench_row {
-	const char *group;  /* "ring", "tasks", "scaling", "wakeup", "memory" */
+	const char *group;  /* "ring", "tasks", "scaling", "wakeup", "memory", "queue" */
 	const char *name;   /* the variant, e.g. "shp ring 2P/2C" */
 	const char *unit;   /* "ns/op", "ns/task", "speedup", "us", "MiB" */
 	struct bench_stats st; /* median, min, max over the rounds */
@@ -86,5 +86,6 @@ int bench_group_tasks(const struct bench_cfg *cfg, struct bench_report *r);
 int bench_group_scaling(const struct bench_cfg *cfg, struct bench_report *r);
 int bench_group_wakeup(const struct bench_cfg *cfg, struct bench_report *r);
 int bench_group_memory(const struct bench_cfg *cfg, struct bench_report *r);
+int bench_group_queue(const struct bench_cfg *cfg, struct bench_report *r);
 
 #endif

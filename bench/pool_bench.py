@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The Python side of shmpool-bench: multiprocessing.Pool, measured in-process.
+"""The Python side of shmpool-bench: multiprocessing, measured in-process.
 
-shmpool is compared with Python's Pool on the same machine in the same run
-(bench/tasks.c, bench/scaling.c). The comparison is of the pools, not of
-interpreter start-up, so this script creates its Pool once and times only
-the calls: each mode prints one line with its own wall time, and a checksum
-of the results in order that the C side checks against the value it
-expects (a fast wrong answer must not count).
+shmpool is compared with Python's Pool, Process and Queue on the same
+machine in the same run (bench/tasks.c, bench/scaling.c, bench/queue.c).
+The comparison is of the pools and queues, not of interpreter start-up, so
+this script creates its Pool once and times only the calls: each mode
+prints one line with its own wall time, and a checksum of the results in
+order that the C side checks against the value it expects (a fast wrong
+answer must not count).
 
 Two ways to drive it:
 
@@ -27,10 +28,26 @@ Modes and output lines (times in seconds):
   busy US N       N busy tasks of US microseconds, serially in this process
                   and then with pool.map (automatic chunks)
                   -> busy US N ITERS SERIAL_SECONDS POOL_SECONDS CK_SERIAL CK_POOL
+  queue P M       the Process+Queue pattern: P Process producers each put M
+                  (position, inc(xs[position])) tuples on one Queue, the
+                  parent gets all P * M; timed from a Barrier that every
+                  producer has reached to the last get
+                  -> queue P M SECONDS CHECKSUM
+  pipeline N W K  pypeln's process stages by hand: map inc (W processes),
+                  filter "even" (1), map double (W), joined by Queue(K) with
+                  sentinels, results in input order; STREAM from the first
+                  item fed (every stage process started) to the last result,
+                  TOTAL from making the queues to the last process joined;
+                  STRAYS: items for a position already done (must be 0)
+                  -> pipeline N W K STREAM_SECONDS TOTAL_SECONDS CHECKSUM STRAYS
 
 The inputs are xs[i] = i * 0x9e3779b97f4a7c15 mod 2**64 (not i itself: a
 result at the wrong position would too often look plausible). CHECKSUM is
 sum((i + 1) * result[i]) mod 2**64: it changes when results are reordered.
+For queue, result[p * M + k] is the k-th item that came from producer p
+(so that the checksum is that of inc over xs when each producer's items
+arrive in the order it put them); for pipeline, the results that passed
+the filter, in input order.
 The busy task is the C benchmark's loop, x = x * A + C mod 2**64, ITERS
 times: the C side recomputes it to check the results.
 
@@ -42,6 +59,7 @@ import argparse
 import multiprocessing
 import platform
 import sys
+import threading
 import time
 
 MASK = (1 << 64) - 1
@@ -61,12 +79,66 @@ def busy(arg):
     return x
 
 
+def even(x):
+    return x % 2 == 0
+
+
+def double(x):
+    return (2 * x) & MASK
+
+
 def inputs(n):
     return [(i * GOLDEN) & MASK for i in range(n)]
 
 
 def checksum(results):
     return sum(i * r for i, r in enumerate(results, 1)) & MASK
+
+
+def produce(q, gate, p, m):
+    """A producer of the Process+Queue pattern."""
+    gate.wait()
+    for pos in range(p * m, (p + 1) * m):
+        q.put((pos, inc((pos * GOLDEN) & MASK)))
+
+
+def stage_worker(fn, keep, qin, qout, gate):
+    """A process of a pipeline stage: (i, x) in, (i, fn(x)) out.
+
+    A filter (keep) passes x or, when it drops the item, None: the reader
+    must learn that position i is done to keep input order. None as a
+    whole item is the end of the input.
+    """
+    gate.wait()
+    while True:
+        item = qin.get()
+        if item is None:
+            return
+        i, x = item
+        if x is not None:
+            x = (x if fn(x) else None) if keep else fn(x)
+        qout.put((i, x))
+
+
+def stage_closer(procs, q, ends):
+    """Ends a stage's output once all its processes have exited.
+
+    Queue.put only hands the item to the process's feeder thread: an end
+    marker that a stage process put itself could overtake its siblings'
+    items still in their feeders. A process exits only after its feeder
+    has flushed, so after the joins every item is in the pipe.
+    """
+    for pr in procs:
+        pr.join()
+    for _ in range(ends):
+        q.put(None)
+
+
+def feed(q, xs, ends):
+    for item in enumerate(xs):
+        q.put(item)
+    for _ in range(ends):
+        q.put(None)
 
 
 def calibrate():
@@ -125,12 +197,82 @@ class Bench:
         return "busy %d %d %d %.9f %.9f %d %d" % (
             us, n, iters, t1 - t0, t2 - t1, checksum(ser), checksum(par))
 
+    def queue(self, p, m):
+        q = multiprocessing.Queue()
+        gate = multiprocessing.Barrier(p + 1)
+        procs = [multiprocessing.Process(target=produce, args=(q, gate, k, m))
+                 for k in range(p)]
+        for pr in procs:
+            pr.start()
+        gate.wait()
+        t0 = time.perf_counter()
+        got = [q.get() for _ in range(p * m)]
+        dt = time.perf_counter() - t0
+        for pr in procs:
+            pr.join()
+        # Each producer's items in the order they came: a lost, repeated
+        # or reordered one moves the others and changes the checksum.
+        per = [[] for _ in range(p)]
+        for pos, val in got:
+            per[pos // m % p].append(val)
+        return "queue %d %d %.9f %d" % (
+            p, m, dt, checksum([v for items in per for v in items]))
+
+    def pipeline(self, n, w, maxsize):
+        xs = inputs(n)
+        stages = [(inc, False, w), (even, True, 1), (double, False, w)]
+        t0 = time.perf_counter()
+        qs = [multiprocessing.Queue(maxsize) for _ in range(len(stages) + 1)]
+        gate = multiprocessing.Barrier(sum(s[2] for s in stages) + 1)
+        closers = []
+        for k, (fn, keep, nproc) in enumerate(stages):
+            procs = [multiprocessing.Process(target=stage_worker,
+                                             args=(fn, keep, qs[k], qs[k + 1], gate))
+                     for _ in range(nproc)]
+            for pr in procs:
+                pr.start()
+            ends = stages[k + 1][2] if k + 1 < len(stages) else 1
+            closers.append(threading.Thread(target=stage_closer,
+                                            args=(procs, qs[k + 1], ends)))
+        for c in closers:
+            c.start()
+        gate.wait()
+        t1 = time.perf_counter()
+        feeder = threading.Thread(target=feed, args=(qs[0], xs, stages[0][2]))
+        feeder.start()
+        out, pending, nxt, strays, t2 = [], {}, 0, 0, None
+        while True:
+            item = qs[-1].get()
+            if item is None:
+                break
+            i, x = item
+            if i < nxt or i in pending or i >= n:
+                strays += 1
+                continue
+            pending[i] = x
+            while nxt in pending:
+                x = pending.pop(nxt)
+                nxt += 1
+                if x is not None:
+                    out.append(x)
+            if nxt == n:
+                t2 = time.perf_counter()
+        feeder.join()
+        for c in closers:
+            c.join()
+        t3 = time.perf_counter()
+        if t2 is None:
+            t2 = t3  # positions missing: the checksum tells
+        return "pipeline %d %d %d %.9f %.9f %d %d" % (
+            n, w, maxsize, t2 - t1, t3 - t0, checksum(out), strays)
+
     def request(self, req):
         mode, vals = req
         return getattr(self, mode)(*vals)
 
 
-MODES = {"map_cs1": 1, "map_auto": 1, "apply_async": 1, "busy": 2}
+MODES = {"map_cs1": 1, "map_auto": 1, "apply_async": 1, "busy": 2,
+         "queue": 2, "pipeline": 3}
 
 
 def parse(words):
@@ -184,7 +326,8 @@ def main():
     ap.add_argument("--serve", action="store_true",
                     help="read requests on stdin, one per line")
     ap.add_argument("modes", nargs="*",
-                    help="map_cs1:N map_auto:N apply_async:N busy:US:N")
+                    help="map_cs1:N map_auto:N apply_async:N busy:US:N "
+                    "queue:P:M pipeline:N:W:K")
     args = ap.parse_args()
     if args.workers < 1 or args.runs < 1:
         ap.error("--workers and --runs must be >= 1")

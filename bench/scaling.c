@@ -44,22 +44,6 @@ static const unsigned dur_us[NDUR] = { 1, 10, 100, 1000 };
 
 #define OMP_SETTLE_NS 20000000 /* see omp_settle() */
 
-#define LCG_A UINT64_C(6364136223846793005)
-#define LCG_C UINT64_C(1442695040888963407)
-#define GOLDEN UINT64_C(0x9e3779b97f4a7c15)
-
-/* pool_bench.py runs the same loop, so its results can be checked here. */
-static uint64_t busy(uint64_t x, uint64_t iters)
-{
-	for (uint64_t i = 0; i < iters; i++) {
-		x = x * LCG_A + LCG_C;
-		/* The compiler must believe x may have changed: no closed
-		 * form, no strength reduction across iterations. */
-		__asm__ volatile("" : "+r"(x));
-	}
-	return x;
-}
-
 /* A task's input carries its length: the pool's ctx would have to be set
  * before the pool exists, the input is plain data. */
 struct btask {
@@ -72,36 +56,13 @@ static int task_busy(const void *in, void *out, void *ctx)
 	const struct btask *t = in;
 
 	(void)ctx;
-	*(uint64_t *)out = busy(t->x, t->iters);
+	*(uint64_t *)out = bench_busy(t->x, t->iters);
 	return 0;
 }
 
 /* Through a volatile pointer in every variant, as in tasks.c: the same
  * indirect call for the serial loop, the threads and the workers. */
 static shp_fn volatile task_ptr = task_busy;
-
-static uint64_t volatile sink;
-
-/*
- * Nanoseconds per iteration of busy(): the fastest of a few tries, the one
- * that was not preempted, after a warm-up try that gives the core time to
- * reach the clock it will run the rounds at.
- */
-static double calibrate(void)
-{
-	const uint64_t iters = 4000000; /* ~5 ms */
-	uint64_t best = UINT64_MAX;
-
-	sink = busy(0, 8 * iters);
-	for (unsigned i = 0; i < 5; i++) {
-		uint64_t t0 = bench_now_ns(), dt;
-
-		sink = busy(i, iters);
-		dt = bench_now_ns() - t0;
-		best = dt < best ? dt : best;
-	}
-	return (double)best / (double)iters;
-}
 
 /* In this order in every round, and in the report. */
 enum vkind { V_SERIAL, V_OMP, V_SHP, V_PY, NV };
@@ -132,7 +93,7 @@ struct var {
 struct dur {
 	unsigned us;
 	size_t n;            /* tasks per C run */
-	uint64_t iters;      /* busy() iterations per task */
+	uint64_t iters;      /* bench_busy() iterations per task */
 	struct btask *in;
 	uint64_t *ref;       /* the serial loop's result, from the warm-up */
 	bool have_ref;
@@ -250,7 +211,7 @@ static uint64_t py_checksum(size_t n, uint64_t iters)
 	uint64_t s = 0;
 
 	for (size_t i = 0; i < n; i++)
-		s += (uint64_t)(i + 1) * busy((uint64_t)i * GOLDEN, iters);
+		s += (uint64_t)(i + 1) * bench_busy(bench_input(i), iters);
 	return s;
 }
 
@@ -471,7 +432,7 @@ int bench_group_scaling(const struct bench_cfg *cfg, struct bench_report *r)
 	int err = -ENOMEM, ret = 0;
 
 	bench_progress("scaling", "calibrating the busy loop");
-	ns_per_iter = calibrate();
+	ns_per_iter = bench_busy_calibrate();
 	for (size_t k = 0; k < NDUR; k++) {
 		d[k].us = dur_us[k];
 		d[k].n = tasks_for(cfg->quick ? WORK_S_QUICK : WORK_S_FULL, d[k].us);
@@ -494,7 +455,7 @@ int bench_group_scaling(const struct bench_cfg *cfg, struct bench_report *r)
 		}
 		/* The inputs pool_bench.py makes too. */
 		for (size_t i = 0; i < d[k].n; i++)
-			d[k].in[i] = (struct btask){ .x = (uint64_t)i * GOLDEN,
+			d[k].in[i] = (struct btask){ .x = bench_input(i),
 				                     .iters = d[k].iters };
 	}
 	c.out = calloc(maxn, sizeof(uint64_t));

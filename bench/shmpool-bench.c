@@ -1,7 +1,8 @@
 /*
  * shmpool-bench: shmpool side by side with its peers (DPDK rte_ring,
  * Concurrency Kit ck_ring, a mutex queue, OpenMP, the seed's Process+Queue
- * pattern, Python's multiprocessing.Pool), in one run, as ratios.
+ * pattern, pipes, Python's multiprocessing Pool, Process and Queue), in one
+ * run, as ratios.
  *
  * Every figure is the median of at least 5 rounds, with min and max; the
  * variants of a group run once per round, in turn, so that a noisy stretch
@@ -45,6 +46,8 @@ static const struct group groups[] = {
 	  "wake-up latency of a sleeping worker" },
 	{ "memory", bench_group_memory,
 	  "segment size, worker memory, imap in constant memory" },
+	{ "queue", bench_group_queue,
+	  "Process+Queue and pipelines, as Python users compare them" },
 };
 #define NGROUPS (sizeof(groups) / sizeof(groups[0]))
 

@@ -300,7 +300,6 @@ void bench_py_stop(struct bench_py *py)
 #define TARGET_PY_CS1 1000 /* Python Pool.map cs=1 >= 1000x shp_map cs=1 */
 #define TARGET_PY_AUTO 20  /* Python Pool.map auto >= 20x shp_map auto */
 
-#define GOLDEN UINT64_C(0x9e3779b97f4a7c15)
 #define OMP_SETTLE_NS 20000000 /* see omp_settle() */
 
 static int task_inc(const void *in, void *out, void *ctx)
@@ -317,13 +316,6 @@ static int task_inc(const void *in, void *out, void *ctx)
  * indirect call per element, as the pool's workers do.
  */
 static shp_fn volatile task_ptr = task_inc;
-
-/* Not i itself: a result at the wrong index would too often look right.
- * pool_bench.py makes the same inputs. */
-static uint64_t input_of(size_t i)
-{
-	return (uint64_t)i * GOLDEN;
-}
 
 enum kind {
 	K_SERIAL,
@@ -615,20 +607,12 @@ static bench_fn fn_of(const struct variant *v)
 	return NULL;
 }
 
-/* sum((i + 1) * (in[i] + 1)) mod 2^64: pool_bench.py's checksum of a
- * correct answer, order included. */
-static uint64_t py_expected(size_t n)
+/* One Python run: its own timing of its loop, and its checksum against
+ * that of the serial result (ref; Python's n is never more than ours). */
+static int py_round(struct bench_py *py, struct variant *v, const uint64_t *ref,
+                    uint64_t *ns)
 {
-	uint64_t s = 0;
-
-	for (size_t i = 0; i < n; i++)
-		s += (uint64_t)(i + 1) * (input_of(i) + 1);
-	return s;
-}
-
-/* One Python run: its own timing of its loop, and a checked checksum. */
-static int py_round(struct bench_py *py, struct variant *v, uint64_t *ns)
-{
+	uint64_t want = bench_checksum_u64(ref, v->n);
 	char req[64], ans[256], err[256];
 	unsigned long long n, ck;
 	double secs;
@@ -644,9 +628,8 @@ static int py_round(struct bench_py *py, struct variant *v, uint64_t *ns)
 		fail(v, F_SKIP, "pool_bench.py: unexpected '%.160s'", ans);
 		return -EPROTO;
 	}
-	if (ck != py_expected(v->n)) {
-		fail(v, F_WRONG, "WRONG RESULTS: checksum %llu, expected %" PRIu64, ck,
-		     py_expected(v->n));
+	if (ck != want) {
+		fail(v, F_WRONG, "WRONG RESULTS: checksum %llu, expected %" PRIu64, ck, want);
 		return 1;
 	}
 	*ns = (uint64_t)(secs * 1e9);
@@ -832,7 +815,7 @@ int bench_group_tasks(const struct bench_cfg *cfg, struct bench_report *r)
 			goto out;
 	}
 	for (size_t i = 0; i < n; i++)
-		in[i] = input_of(i);
+		in[i] = bench_input(i);
 
 	/* The reference: the serial loop's result, itself checked against
 	 * the plain expression once, so that a broken reference cannot make
@@ -907,7 +890,7 @@ int bench_group_tasks(const struct bench_cfg *cfg, struct bench_report *r)
 			bench_progress("tasks", "round %u of %u%s: %s", round, cfg->runs,
 			               round ? "" : " (warm-up)", x->name);
 			if (x->kind == K_PY)
-				err = py_round(py, x, &ns);
+				err = py_round(py, x, c.ref, &ns);
 			else
 				err = c_round(&c, x, &ns);
 			if (!err && round)
