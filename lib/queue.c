@@ -266,6 +266,14 @@ static int try_put(struct shp_queue *q, struct part *e,
 		}
 		continue;
 moved:
+		/* A cell ahead of tail: a producer moved tail before writing
+		 * it, so tail has moved. If it has not, the words were written
+		 * over: no room, rather than a loop for ever. */
+		cmm_smp_rmb();
+		if (SHP_LOAD(q->tail) == t) {
+			SHP_STORE(e->kind, CLAIM_NONE);
+			return 0;
+		}
 		t = SHP_LOAD(q->tail);
 	}
 	SHP_FAULT(QPUT_WON);
@@ -328,6 +336,13 @@ static int try_get(struct shp_queue *q, struct part *e, unsigned char *out,
 		}
 		continue;
 moved:
+		/* As in try_put: a cell ahead of an unmoved head is a
+		 * scribble; nothing to take. */
+		cmm_smp_rmb();
+		if (SHP_LOAD(q->head) == h) {
+			SHP_STORE(e->kind, CLAIM_NONE);
+			return 0;
+		}
 		h = SHP_LOAD(q->head);
 	}
 	SHP_FAULT(QGET_WON);
