@@ -380,8 +380,12 @@ static int handle(struct shp_pipeline *p, const struct stage *st,
 	const void *arg = st->in_size ? in + sizeof(*h) : NULL;
 	int ret;
 
-	if (h->flags & H_NONE)
-		return pass(st->out, in); /* a tombstone goes on as it is */
+	if (h->flags & H_NONE) {
+		/* A tombstone goes on as it is, in an element of the next
+		 * queue's size (a map may change it). */
+		*oh = *h;
+		return pass(st->out, out[0]);
+	}
 	switch (st->kind) {
 	case K_MAP:
 		ret = st->fn.map(arg, st->out_size ? out[0] + sizeof(*h) : NULL,
@@ -440,7 +444,8 @@ static void worker(struct shp_pipeline *p, unsigned s, struct wrec *r)
 	size_t in_bytes = sizeof(struct hdr) + st->in_size;
 	size_t out_bytes = sizeof(struct hdr) + st->out_size;
 	unsigned char *in = malloc(in_bytes);
-	unsigned char *out[2] = { malloc(out_bytes), malloc(out_bytes) };
+	/* Zeroed: a tombstone's payload is sent as it is. */
+	unsigned char *out[2] = { calloc(1, out_bytes), calloc(1, out_bytes) };
 	int got = -ENOMEM;
 
 	if (in && out[0] && out[1]) {
