@@ -476,7 +476,8 @@ SHP_EXPORT int shp_pipeline_run(shp_pipeline *p, int64_t timeout_ns);
 /*
  * After an error: the stage it came from (0 is the first stage), the
  * position of the source item that stage was handling (SIZE_MAX when a
- * worker died between items), the status (what the stage function
+ * worker died between items; a worker killed just after passing an item
+ * on may still name it), the status (what the stage function
  * returned, or SHP_ECRASHED) and, for a crash, the worker's wait status
  * (0 when the program reaped the worker itself, e.g. in a SIGCHLD handler).
  * Any pointer may be NULL. 0, -ENOENT (no error; a generator's own error
