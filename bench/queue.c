@@ -759,7 +759,6 @@ static int add_startstop(struct bench_report *r, const struct variant *x, const 
 {
 	struct bench_row row = { .group = GROUP, .name = x->ss_name, .unit = "ms", .met = -1 };
 	uint64_t *d = NULL;
-	int err;
 
 	*st = (struct bench_stats){ 0 };
 	row.note = x->note;
@@ -769,7 +768,7 @@ static int add_startstop(struct bench_report *r, const struct variant *x, const 
 			return -ENOMEM;
 		for (unsigned i = 0; i < x->nsamples; i++)
 			d[i] = x->life[i] - x->ns[i];
-		err = stats_scaled(d, x->nsamples, 1e-6, st);
+		int err = stats_scaled(d, x->nsamples, 1e-6, st);
 		free(d);
 		if (err)
 			return err;
