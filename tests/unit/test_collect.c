@@ -359,8 +359,7 @@ static void wait_ready(int *ready)
 	          "the writer never claimed its position");
 }
 
-Test(collect, writer_killed_mid_write_is_crashed_and_later_positions_arrive,
-     .timeout = 20)
+Test(collect, writer_killed_mid_write_is_crashed_and_later_positions_arrive, .timeout = 20)
 {
 	enum { N = 6, SIZE = 64, VICTIM = 2 };
 	shp_collect *c = collect_of(N, SIZE);

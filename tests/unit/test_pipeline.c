@@ -505,8 +505,7 @@ static void reap_all(int sig)
 		;
 }
 
-Test(pipeline, workers_reaped_by_the_program_still_end_or_fail_cleanly,
-     .timeout = 60)
+Test(pipeline, workers_reaped_by_the_program_still_end_or_fail_cleanly, .timeout = 60)
 {
 	struct sigaction sa = { .sa_handler = reap_all,
 		                .sa_flags = SA_RESTART };

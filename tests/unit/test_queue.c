@@ -200,8 +200,7 @@ static int put_after_100ms(shp_queue *q, long v)
 	return shp_queue_put(q, &v, -1) == 0 ? 0 : 1;
 }
 
-Test(queue, sleeping_getter_is_woken_by_a_put_from_another_process,
-     .timeout = 10)
+Test(queue, sleeping_getter_is_woken_by_a_put_from_another_process, .timeout = 10)
 {
 	shp_queue *q = queue_of(sizeof(long), 4);
 	pid_t pid = spawn(put_after_100ms, q, 4242);
@@ -222,8 +221,7 @@ static int close_after_100ms(shp_queue *q, long unused)
 	return shp_queue_close(q) == 0 ? 0 : 1;
 }
 
-Test(queue, close_from_another_process_wakes_getter_and_putter,
-     .timeout = 10)
+Test(queue, close_from_another_process_wakes_getter_and_putter, .timeout = 10)
 {
 	shp_queue *q = queue_of(sizeof(long), 1);
 	long v = 1;
@@ -307,8 +305,7 @@ static int consume(shp_queue *q, long unused)
 	return n == 0 ? 0 : 3;
 }
 
-Test(queue, mpmc_across_processes_delivers_each_once_in_order,
-     .timeout = 120)
+Test(queue, mpmc_across_processes_delivers_each_once_in_order, .timeout = 120)
 {
 	shp_queue *q = queue_of(sizeof(uint64_t), 64);
 	pid_t prod[PRODUCERS], cons[CONSUMERS];
