@@ -18,6 +18,7 @@
 /* Elements per producer at most: the ledger is a byte and a word each. */
 #define PER_PRODUCER ((uint64_t)1 << 24)
 #define DRAIN_NS (30 * (int64_t)1000000000)
+#define EXTRA_NS (30 * (int64_t)1000000000)
 
 struct elem {
 	uint64_t id; /* producer << 32 | seq */
@@ -140,7 +141,11 @@ int queue_torture(const struct queue_torture_cfg *cfg,
 	for (unsigned i = 0; i < n; i++)
 		pid[i] = spawn(q, l, i, np, 0);
 	end = t0 + cfg->millis * 1000000;
-	while (now_ns() < end) {
+	for (int64_t t = now_ns();
+	     t < end || (cfg->kill_us && t < end + EXTRA_NS &&
+	                 (res->producer_kills < cfg->min_kills ||
+	                  res->consumer_kills < cfg->min_kills));
+	     t = now_ns()) {
 		struct timespec nap = { 0, 1000000 };
 		unsigned v;
 		int ws;
@@ -153,7 +158,10 @@ int queue_torture(const struct queue_torture_cfg *cfg,
 		if (!cfg->kill_us)
 			continue;
 		rnd = rnd * 1103515245 + 12345;
-		v = (rnd >> 8) % n;
+		if ((res->producer_kills + res->consumer_kills) % 2 == 0)
+			v = (rnd >> 8) % np;
+		else
+			v = np + (rnd >> 8) % nc;
 		kill(pid[v], SIGKILL);
 		waitpid(pid[v], &ws, 0);
 		/* A producer may have finished its share before the kill. */
@@ -169,6 +177,7 @@ int queue_torture(const struct queue_torture_cfg *cfg,
 			pid[v] = spawn(q, l, v, np, 0);
 		}
 	}
+	end = now_ns(); /* the drain's deadline counts from here */
 	SHP_STORE(l->stop, 1);
 	for (unsigned i = 0; i < np; i++) {
 		int ws;

@@ -18,6 +18,10 @@ struct queue_torture_cfg {
 	size_t capacity;
 	long millis;    /* how long producers run and kills go on */
 	long kill_us;   /* mean interval between kills; 0: none */
+	/* Kills alternate between a random producer and a random consumer;
+	 * the run goes on past millis until each side has been killed
+	 * min_kills times (for at most 30 s more). */
+	unsigned min_kills;
 	uint32_t seed;
 };
 
