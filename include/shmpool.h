@@ -316,8 +316,8 @@ SHP_EXPORT void shp_free(shp_pool *pool, void *p);
  *
  * At most 1024 threads (of all processes together) may use one queue at a
  * time: a thread takes a participant entry at its first put or get and
- * keeps it until its process exits; entries of dead processes are taken
- * back as needed.
+ * keeps it until it exits (or its process does); entries of dead processes
+ * are taken back as needed.
  */
 typedef struct shp_queue shp_queue;
 

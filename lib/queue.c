@@ -27,7 +27,9 @@
  * every won-but-unfinished cell is discoverable.
  * owner word (owner.h; REPAIR is bit 63):
  *   0            free
- *   W            owned by a thread of process W: 0 -> W by that thread (CAS)
+ *   W            owned by a thread of process W: 0 -> W by that thread (CAS);
+ *                W -> 0 by that thread, its claim idle, when it exits or
+ *                destroys the queue
  *   W, W dead    W -> W' (CAS) by a registering thread of W', when the claim
  *                is idle; W -> REPAIR|W' (CAS) by a repairer W' otherwise
  *   REPAIR|W'    being repaired by W': -> 0 when every cell of the claim is
@@ -47,6 +49,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -136,6 +139,76 @@ static __thread __attribute__((tls_model("initial-exec"))) struct {
 	struct part *part;
 } tls[TLS_SLOTS];
 
+/*
+ * An entry goes back when its thread exits (a key's destructor), so that a
+ * process whose threads come and go does not use up the table. The thread
+ * may outlive a queue another thread destroyed: the queues of this process
+ * that are still mapped are listed here, under live_lock, which destroy
+ * takes before it unmaps.
+ */
+struct live_queue {
+	const struct shp_queue *q;
+	uint64_t id;
+	struct live_queue *next;
+};
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct live_queue *live;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static bool have_key;
+
+static bool is_live(const struct shp_queue *q, uint64_t id)
+{
+	for (const struct live_queue *l = live; l; l = l->next)
+		if (l->q == q && l->id == id)
+			return true;
+	return false;
+}
+
+static void thread_exit(void *unused)
+{
+	uint64_t self = shp__owner_self();
+
+	(void)unused;
+	pthread_mutex_lock(&live_lock);
+	for (unsigned i = 0; i < TLS_SLOTS; i++) {
+		if (!tls[i].q || tls[i].self != self ||
+		    !is_live(tls[i].q, tls[i].id))
+			continue;
+		/* Between calls the claim is idle; a thread cancelled in
+		 * a call keeps its entry, and its cells, to its process. */
+		if (SHP_LOAD(tls[i].part->kind) == CLAIM_NONE)
+			SHP_STORE(tls[i].part->owner, 0);
+		tls[i].q = NULL;
+	}
+	pthread_mutex_unlock(&live_lock);
+}
+
+/* The list is whole in a fork's child: the fork waits for the lock. */
+static void live_lock_fork(void)
+{
+	pthread_mutex_lock(&live_lock);
+}
+
+static void live_unlock_fork(void)
+{
+	pthread_mutex_unlock(&live_lock);
+}
+
+static void make_key(void)
+{
+	have_key = pthread_key_create(&exit_key, thread_exit) == 0;
+	pthread_atfork(live_lock_fork, live_unlock_fork, live_unlock_fork);
+}
+
+/* No destructor of ours may run once the library is unloaded. */
+__attribute__((destructor)) static void drop_key(void)
+{
+	if (have_key)
+		pthread_key_delete(exit_key);
+}
+
 static struct part *take_entry(struct shp_queue *q, uint64_t self, bool dead)
 {
 	for (unsigned i = 0; i < Q_PARTS; i++) {
@@ -191,6 +264,8 @@ static struct part *participant(struct shp_queue *q)
 		tls[free_slot].id = q->id;
 		tls[free_slot].self = self;
 		tls[free_slot].part = e;
+		if (have_key && !pthread_getspecific(exit_key))
+			pthread_setspecific(exit_key, &tls);
 	}
 	/* A thread using more than TLS_SLOTS queues keeps the extra entries
 	 * untracked: they stay its process's until it exits. */
@@ -613,6 +688,7 @@ static uint64_t next_id;
 
 int shp_queue_create(shp_queue **qp, size_t elem_size, size_t capacity)
 {
+	struct live_queue *l;
 	struct shp_queue *q;
 	uint64_t size, stride;
 	size_t bytes;
@@ -632,10 +708,16 @@ int shp_queue_create(shp_queue **qp, size_t elem_size, size_t capacity)
 		size <<= 1;
 	stride = (sizeof(struct cell) + elem_size + 7) & ~(uint64_t)7;
 	bytes = sizeof(*q) + (size_t)(size * stride);
+	pthread_once(&key_once, make_key);
+	l = malloc(sizeof(*l));
+	if (!l)
+		return -ENOMEM;
 	m = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
 	         MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-	if (m == MAP_FAILED)
+	if (m == MAP_FAILED) {
+		free(l);
 		return -ENOMEM;
+	}
 	q = m;
 	q->magic = Q_MAGIC;
 	q->id = uatomic_add_return(&next_id, 1);
@@ -649,8 +731,15 @@ int shp_queue_create(shp_queue **qp, size_t elem_size, size_t capacity)
 		cell_at(q, i)->seq = i;
 	if (mprotect(q, Q_CONST_BYTES, PROT_READ)) {
 		munmap(m, bytes);
+		free(l);
 		return -ENOMEM;
 	}
+	l->q = q;
+	l->id = q->id;
+	pthread_mutex_lock(&live_lock);
+	l->next = live;
+	live = l;
+	pthread_mutex_unlock(&live_lock);
 	*qp = q;
 	return 0;
 }
@@ -661,6 +750,17 @@ void shp_queue_destroy(shp_queue *q)
 
 	if (!q)
 		return;
+	pthread_mutex_lock(&live_lock);
+	for (struct live_queue **l = &live; *l; l = &(*l)->next) {
+		if ((*l)->q == q && (*l)->id == q->id) {
+			struct live_queue *gone = *l;
+
+			*l = gone->next;
+			free(gone);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&live_lock);
 	for (unsigned i = 0; i < TLS_SLOTS; i++) {
 		if (tls[i].q != q)
 			continue;

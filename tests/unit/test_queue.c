@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +331,70 @@ Test(queue, mpmc_across_processes_delivers_each_once_in_order, .timeout = 120)
 	cr_expect_eq(shp_queue_count(q), 0);
 	munmap(mp, sizeof(*mp));
 	shp_queue_destroy(q);
+}
+
+static void *put_get_once(void *arg)
+{
+	shp_queue *q = arg;
+	int v = 7, got = 0;
+	intptr_t r = shp_queue_tryput(q, &v);
+
+	if (r == 0)
+		r = shp_queue_tryget(q, &got) == 1 && got == v ? 0 : -1;
+	return (void *)r;
+}
+
+/* Each thread takes an entry at its first call and gives it back when it
+ * exits: far more than 1024 threads, one after another, all get one. */
+Test(queue, exited_threads_give_their_entries_back, .timeout = 60)
+{
+	shp_queue *q = queue_of(sizeof(int), 4);
+
+	for (int i = 0; i < 3000; i++) {
+		pthread_t t;
+		void *r;
+
+		cr_assert_eq(pthread_create(&t, NULL, put_get_once, q), 0);
+		cr_assert_eq(pthread_join(t, &r), 0);
+		cr_assert_eq((intptr_t)r, 0, "thread %d: %ld", i, (long)(intptr_t)r);
+	}
+	cr_expect_eq(shp_queue_count(q), 0);
+	shp_queue_destroy(q);
+}
+
+struct outlive {
+	shp_queue *q;
+	pthread_barrier_t b;
+};
+
+static void *outlive_body(void *arg)
+{
+	struct outlive *o = arg;
+	int v = 1, got = 0;
+	intptr_t r = shp_queue_tryput(o->q, &v) == 0 &&
+	             shp_queue_tryget(o->q, &got) == 1 && got == v ? 0 : -1;
+
+	pthread_barrier_wait(&o->b); /* it has used q */
+	pthread_barrier_wait(&o->b); /* q is gone */
+	return (void *)r;
+}
+
+/* A thread that outlives a queue it used (another thread destroyed it)
+ * exits without touching the unmapped memory. */
+Test(queue, thread_exit_after_destroy_by_another_thread, .timeout = 10)
+{
+	struct outlive o = { .q = queue_of(sizeof(int), 4) };
+	pthread_t t;
+	void *r;
+
+	cr_assert_eq(pthread_barrier_init(&o.b, NULL, 2), 0);
+	cr_assert_eq(pthread_create(&t, NULL, outlive_body, &o), 0);
+	pthread_barrier_wait(&o.b);
+	shp_queue_destroy(o.q);
+	pthread_barrier_wait(&o.b);
+	cr_assert_eq(pthread_join(t, &r), 0);
+	cr_expect_eq((intptr_t)r, 0);
+	pthread_barrier_destroy(&o.b);
 }
 
 /* Random SIGKILLs of producers and consumers in the middle of their puts
