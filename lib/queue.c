@@ -50,6 +50,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -69,7 +70,11 @@
 #define Q_CLOSED (UINT64_C(1) << 63)
 #define Q_REPAIR (UINT64_C(1) << 63)
 #define Q_SKIP 1u
-/* Busy-wait before sleeping, as a pool's workers do by default. */
+/* Before sleeping, a waiter spins Q_PAUSE_NS (the peer it waits for runs
+ * on another CPU and is about to finish), then yields the CPU until
+ * Q_SPIN_NS (the peer may need this CPU: more processes than CPUs are
+ * runnable; with nobody else runnable a yield returns at once). */
+#define Q_PAUSE_NS 2000
 #define Q_SPIN_NS 50000
 /* A sleeper wakes this often to look for a dead participant's cells. */
 #define Q_SLICE_NS 20000000
@@ -597,6 +602,7 @@ static int repair(struct shp_queue *q, unsigned char *out, uint64_t max)
 
 struct waiter {
 	int64_t deadline; /* -1: none */
+	int64_t pause_until;
 	int64_t spin_until;
 	int64_t next_repair;
 	bool started;
@@ -608,16 +614,19 @@ struct waiter {
 static int await(struct waiter *w, uint32_t *ec,
                  bool (*ready)(const struct shp_queue *), const struct shp_queue *q)
 {
-	int64_t now = shp__now_ns();
+	int64_t now;
 	uint32_t key;
 	int64_t until;
 
 	if (!w->started) {
 		w->started = true;
+		w->deadline = shp__deadline_ns(w->deadline);
+		now = shp__now_ns();
+		w->pause_until = now + Q_PAUSE_NS;
 		w->spin_until = now + Q_SPIN_NS;
 		w->next_repair = now + Q_SLICE_NS;
-		if (w->deadline >= 0)
-			w->deadline += now;
+	} else {
+		now = shp__now_ns();
 	}
 	if (w->deadline >= 0 && now >= w->deadline)
 		return -ETIMEDOUT;
@@ -625,8 +634,12 @@ static int await(struct waiter *w, uint32_t *ec,
 		w->next_repair = now + Q_SLICE_NS;
 		return 1;
 	}
-	if (now < w->spin_until) {
+	if (now < w->pause_until) {
 		caa_cpu_relax();
+		return 0;
+	}
+	if (now < w->spin_until) {
+		sched_yield();
 		return 0;
 	}
 	key = shp__ec_prepare(ec); /* E1: pairs with N1 */

@@ -168,6 +168,32 @@ Test(queue, timeouts_expire_on_empty_and_full, .timeout = 10)
 	shp_queue_destroy(q);
 }
 
+static void *put_later(void *arg)
+{
+	int v = 42;
+	struct timespec nap = { 0, 50 * MS };
+
+	nanosleep(&nap, NULL);
+	return (void *)(intptr_t)shp_queue_put(arg, &v, -1);
+}
+
+/* A timeout so large that now + timeout overflows is no deadline: the
+ * get waits for the put (and the sanitizers see no signed overflow). */
+Test(queue, huge_timeout_is_no_deadline, .timeout = 10)
+{
+	shp_queue *q = queue_of(sizeof(int), 1);
+	pthread_t t;
+	void *r;
+	int v = 0;
+
+	cr_assert_eq(pthread_create(&t, NULL, put_later, q), 0);
+	cr_expect_eq(shp_queue_get(q, &v, INT64_MAX), 1);
+	cr_expect_eq(v, 42);
+	cr_assert_eq(pthread_join(t, &r), 0);
+	cr_expect_eq((intptr_t)r, 0);
+	shp_queue_destroy(q);
+}
+
 Test(queue, close_drains_then_ends, .timeout = 10)
 {
 	shp_queue *q = queue_of(sizeof(int), 8);
