@@ -258,7 +258,8 @@ SHP_EXPORT int shp_imap_unordered(shp_pool *pool, shp_fn fn, void *ctx,
  * The generator form's input source: writes the next input (in_size bytes;
  * in is NULL when in_size is 0) and returns 1, returns 0 when there is no
  * more input, or a negative error that ends the iteration (shp_iter_next
- * returns it once the results before it are taken). Called by the thread in
+ * returns it once the results before it are taken; -ETIMEDOUT as -ETIME,
+ * which cannot be taken for the wait's own timeout). Called by the thread in
  * shp_iter_next, never ahead of the window: inputs of unknown length are
  * never materialised.
  */

@@ -28,6 +28,7 @@
 #ifndef SHP_FUTEX_H
 #define SHP_FUTEX_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,5 +55,13 @@ int64_t shp__now_ns(void);
 /* The CLOCK_MONOTONIC time timeout_ns from now, or -1 (no deadline) when
  * timeout_ns is negative or so large that the sum would overflow. */
 int64_t shp__deadline_ns(int64_t timeout_ns);
+
+/* A generator's end (r <= 0) as its iterator reports it: its own
+ * -ETIMEDOUT becomes -ETIME, which the caller cannot take for the timeout
+ * of its wait (and so retry for ever). */
+static inline int shp__gen_err(int r)
+{
+	return r == -ETIMEDOUT ? -ETIME : r;
+}
 
 #endif

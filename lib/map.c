@@ -458,7 +458,7 @@ static bool arm(struct call *c, uint64_t i)
 		int r = c->source(dst, c->source_arg);
 
 		if (r <= 0) {
-			c->source_err = r;
+			c->source_err = shp__gen_err(r);
 			c->n = i;
 			return false;
 		}

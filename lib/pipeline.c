@@ -497,7 +497,7 @@ static void *feed(void *arg)
 			           p->gen_arg);
 
 			if (r <= 0) {
-				gen_err = r;
+				gen_err = shp__gen_err(r);
 				break;
 			}
 		} else if (p->in_size) {

@@ -1172,6 +1172,28 @@ Test(iter, gen_error_comes_after_the_results_before_it, .timeout = 30)
 	destroy_clean(p);
 }
 
+/* A generator's -ETIMEDOUT, which a caller would take for its own wait's
+ * timeout and retry for ever, ends the iteration as -ETIME. */
+Test(iter, gen_timeout_error_is_not_the_callers_timeout, .timeout = 30)
+{
+	shp_pool *p = pool_of(2, 0);
+	struct counter g = { .n = 10, .fail = -ETIMEDOUT };
+	shp_iter *it = NULL;
+	size_t k;
+	int r;
+
+	cr_assert_eq(shp_imap_gen(p, odd64, NULL, count_gen, &g,
+	                          sizeof(uint64_t), sizeof(uint64_t), 0, NULL,
+	                          &it), 0);
+	for (k = 0; (r = shp_iter_next(it, NULL, NULL, NULL, -1)) == 1; k++)
+		;
+	cr_expect_eq(k, 10);
+	cr_expect_eq(r, -ETIME, "ended with %d (%s)", r, shp_strerror(r));
+	cr_expect_eq(shp_iter_next(it, NULL, NULL, NULL, 0), -ETIME);
+	shp_iter_free(it);
+	destroy_clean(p);
+}
+
 /* The generator runs only in the caller's thread, inside shp_iter_next,
  * and never more than the window ahead of the results taken. */
 struct watched {

@@ -332,6 +332,40 @@ Test(pipeline, generator_error_after_its_results, .timeout = 30)
 	expect_no_children();
 }
 
+static int timeout_at_5(void *in, void *arg)
+{
+	long *next = arg;
+
+	if (*next == 5)
+		return -ETIMEDOUT;
+	*(long *)in = (*next)++;
+	return 1;
+}
+
+/* A generator's -ETIMEDOUT is not the caller's timeout: it ends the
+ * pipeline as -ETIME. */
+Test(pipeline, generator_timeout_error_is_not_the_callers_timeout, .timeout = 30)
+{
+	shp_pipeline *p;
+	long next = 0, v;
+	size_t idx, k = 0;
+	int r;
+
+	cr_assert_eq(shp_pipeline_create_gen(&p, timeout_at_5, &next,
+	                                     sizeof(long), 0), 0);
+	cr_assert_eq(shp_pipeline_map(p, square, NULL, sizeof(long), 1, 2), 0);
+	while ((r = shp_pipeline_next(p, &idx, &v, -1)) == 1) {
+		cr_assert_eq(idx, k);
+		cr_assert_eq(v, (long)(k * k));
+		k++;
+	}
+	cr_expect_eq(k, 5);
+	cr_expect_eq(r, -ETIME);
+	cr_expect_eq(shp_pipeline_next(p, &idx, &v, 0), -ETIME);
+	shp_pipeline_free(p);
+	expect_no_children();
+}
+
 /* ------------------------------------------------------------ errors */
 
 static int fail_at_777(const void *in, void *out, void *ctx)
