@@ -19,7 +19,7 @@
 struct bench_cfg {
 	unsigned workers; /* pool workers, OpenMP threads, processes */
 	unsigned runs;    /* timed rounds per variant (>= 5), after a warm-up */
-	bool quick;       /* --quick: smaller workloads, the whole run ~20 s */
+	bool quick;       /* --quick: smaller workloads, the whole run ~30 s */
 	const char *python; /* the python3 interpreter, or NULL: absent */
 	const char *pydir;  /* where pool_bench.py is */
 };

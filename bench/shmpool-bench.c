@@ -61,7 +61,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: shmpool-bench [options]\n"
-	        "  --quick         a short run (about 20 s) on smaller workloads\n"
+	        "  --quick         a short run (about 30 s) on smaller workloads\n"
 	        "  --runs R        timed rounds per variant, at least %d "
 	        "(default %d)\n"
 	        "  --workers W     pool workers and threads (default: usable "
