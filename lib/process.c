@@ -10,13 +10,36 @@
  *
  * Handle state word (starter's memory, moved under lock only):
  *   RUNNING -> EXITED   the child was reaped here; wstatus holds its status
- *   RUNNING -> LOST     waitpid said ECHILD: somebody else reaped it
- *                       (SIGCHLD set to SIG_IGN, or a wait(-1) elsewhere);
- *                       its status is unknown
- * Only the thread that calls waitpid moves it, and until then the child
- * stays at least a zombie: while RUNNING its pid names it and nobody else,
- * so kill() under the same lock never signals a process that took the pid
- * over. Readers without the lock (wait_status) load it with J2.
+ *   RUNNING -> LOST     somebody else reaped it: SIGCHLD set to SIG_IGN or
+ *                       SA_NOCLDWAIT (the kernel reaps at the exit), or a
+ *                       wait(-1) elsewhere, a SIGCHLD handler's say; its
+ *                       status is unknown
+ * Only the thread whose wait reaps, or learns of the loss, moves it; start
+ * may create a handle LOST (below), before anybody else can see it.
+ * Readers without the lock (wait_status) load it with J2.
+ *
+ * Which process a call reaches. Once somebody else has reaped the child,
+ * its pid is free, and the kernel may give it to any new process, one of
+ * ours included. A pidfd names the child itself, never a process that took
+ * its pid: with one, signals go through pidfd_send_signal (ESRCH once the
+ * child is reaped, nothing sent) and reaping through waitid(P_PIDFD)
+ * (ECHILD once somebody else reaped it), so no call can reach another
+ * process, or take another child's status. The pidfd is opened just after
+ * the fork, when a quick child may already be reaped: pidfd_open then says
+ * ESRCH, and the handle starts LOST. Only if its pid were also handed out
+ * again in those microseconds (pid_max forks in between) would the pidfd
+ * name the newcomer: not guarded against.
+ *
+ * Without a pidfd (before Linux 5.3, or no descriptor left), and for
+ * reaping on 5.3, whose waitid takes no pidfd, the pid is all there is. While the program reaps its
+ * children only through us, the child stays at least a zombie until our
+ * waitpid, which runs under the lock as kill does: while RUNNING the pid is
+ * the child's, and kill and waitpid reach it and nobody else. Once
+ * somebody else has reaped it, nothing tells the child's pid from a
+ * newcomer's: kill (from kill or free) may signal whoever took the pid,
+ * and waitpid, when that is another child of ours, may wait for it (on
+ * Linux 5.3, spinning on the readable pidfd) and take its status for this
+ * child's. The docs warn of exactly that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +49,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,40 +69,52 @@
 enum { RUNNING, EXITED, LOST };
 
 struct shp_process {
-	pthread_mutex_t lock; /* serialises waitpid and kill */
+	/* Serialises reaping and signalling: by pid, a signal must not
+	 * follow the reap that frees the pid (see the top). */
+	pthread_mutex_t lock;
 	pid_t pid;
 	pid_t starter; /* getpid() of the process that forked it */
-	int pidfd;     /* readable once the child has exited; -1: none */
+	/* Names the child, never a successor to its pid; readable once the
+	 * child has exited. -1: none. Set in start, closed in free. */
+	int pidfd;
 	int wstatus;   /* once EXITED */
 	int state;
 };
 
-/* A pidfd for pid (Linux 5.3 and later); -1 when the kernel has none, or no
- * descriptor is left: join then polls. Opened before the child can be
- * reaped, so it names the child and nothing else. */
+/* waitid's P_PIDFD (Linux 5.4), which glibc names from 2.36 only. */
+#define WAIT_PIDFD ((idtype_t)3)
+
+/* A pidfd for pid (Linux 5.3 and later): a descriptor; -ESRCH when the
+ * child was reaped already (see the top); another -errno when the kernel
+ * has none, or no descriptor is left: join then polls. */
 static int open_pidfd(pid_t pid)
 {
 #ifdef SYS_pidfd_open
-	/* Not asked again once the kernel said it has none. */
+	/* Not asked again once the kernel said it has none. Set once,
+	 * never cleared: threads that race ask the kernel once each. */
 	static int missing;
 	long fd;
+	int err;
 
 	if (SHP_LOAD(missing))
-		return -1;
+		return -ENOSYS;
 	fd = syscall(SYS_pidfd_open, pid, 0);
-	if (fd < 0 && errno == ENOSYS)
+	if (fd >= 0)
+		return (int)fd;
+	err = errno;
+	if (err == ENOSYS)
 		SHP_STORE(missing, 1);
-	return fd < 0 ? -1 : (int)fd;
+	return -err;
 #else
 	(void)pid;
-	return -1;
+	return -ENOSYS;
 #endif
 }
 
 int shp_process_start(shp_process **out, shp_process_fn fn, void *arg)
 {
 	struct shp_process *p;
-	int err;
+	int err, fd;
 
 	if (!out)
 		return -EINVAL;
@@ -115,33 +151,101 @@ int shp_process_start(shp_process **out, shp_process_fn fn, void *arg)
 		free(p);
 		return err;
 	}
-	p->pidfd = open_pidfd(p->pid);
+	fd = open_pidfd(p->pid);
+	p->pidfd = fd >= 0 ? fd : -1;
+	/* Reaped already by somebody else: whoever has the pid now is not
+	 * ours to signal or wait for. */
+	if (fd == -ESRCH)
+		p->state = LOST;
 	*out = p;
 	return 0;
+}
+
+/* The wait status waitpid would have given for what waitid told. */
+static int wait_status_of(const siginfo_t *si)
+{
+	if (si->si_code == CLD_EXITED)
+		return W_EXITCODE(si->si_status & 0xff, 0);
+	if (si->si_code == CLD_DUMPED)
+		return W_EXITCODE(0, si->si_status) | WCOREFLAG;
+	return W_EXITCODE(0, si->si_status); /* CLD_KILLED */
+}
+
+/*
+ * Waits for the child to exit (flags: WNOHANG, or 0 to block) and reaps
+ * it. 1: reaped, *st its wait status; 0: it still runs (WNOHANG);
+ * -ECHILD: it is not ours to reap any more; -EINTR.
+ */
+static int wait_child(const struct shp_process *p, int *st, int flags)
+{
+	/* Set once (the kernel has pidfd_open but not waitid on one:
+	 * Linux 5.3), never cleared. */
+	static int no_waitid_pidfd;
+	pid_t r;
+
+	if (p->pidfd >= 0 && !SHP_LOAD(no_waitid_pidfd)) {
+		siginfo_t si;
+
+		/* WNOHANG on a running child fills in nothing, and a
+		 * zero si_pid is how that is told. */
+		memset(&si, 0, sizeof(si));
+		if (waitid(WAIT_PIDFD, (id_t)p->pidfd, &si, WEXITED | flags) ==
+		    0) {
+			if (si.si_pid == 0)
+				return 0;
+			*st = wait_status_of(&si);
+			return 1;
+		}
+		if (errno != EINVAL)
+			return -errno;
+		SHP_STORE(no_waitid_pidfd, 1);
+	}
+	r = waitpid(p->pid, st, flags);
+	if (r == p->pid)
+		return 1;
+	return r == 0 ? 0 : -errno;
 }
 
 /* Reaps the child if it has exited. 0: exited (now or before); -ECHILD:
  * lost; -EAGAIN: still running. */
 static int reap(struct shp_process *p)
 {
-	int err, st;
+	int err, st = 0;
 
 	pthread_mutex_lock(&p->lock);
 	if (p->state == RUNNING) {
-		pid_t r = waitpid(p->pid, &st, WNOHANG);
+		int r = wait_child(p, &st, WNOHANG);
 
-		if (r == p->pid) {
+		if (r == 1) {
 			p->wstatus = st;
 			/* J1: the status before the state; pairs with J2. */
 			shp__smp_release();
 			SHP_STORE(p->state, EXITED);
-		} else if (r < 0 && errno == ECHILD) {
+		} else if (r == -ECHILD) {
 			SHP_STORE(p->state, LOST);
 		}
 	}
 	err = p->state == EXITED ? 0 : p->state == LOST ? -ECHILD : -EAGAIN;
 	pthread_mutex_unlock(&p->lock);
 	return err;
+}
+
+/* Sends sig to the child, which has not been reaped here: 0 or -errno.
+ * Through the pidfd where there is one, since it cannot reach a process
+ * that took the pid (see the top). */
+static int send_signal(const struct shp_process *p, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+	if (p->pidfd >= 0) {
+		if (syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0) == 0)
+			return 0;
+		/* ENOSYS: a kernel with pidfd_open has it (5.1 < 5.3), but
+		 * a seccomp filter may refuse it alone; the pid remains. */
+		if (errno != ENOSYS)
+			return -errno;
+	}
+#endif
+	return kill(p->pid, sig) < 0 ? -errno : 0;
 }
 
 static struct timespec ns_to_ts(int64_t ns)
@@ -221,17 +325,14 @@ int shp_process_pid(const shp_process *p)
 
 int shp_process_kill(shp_process *p, int sig)
 {
-	int err = 0;
+	int err;
 
 	if (!p)
 		return -EINVAL;
 	if (getpid() != p->starter)
 		return -ECHILD;
 	pthread_mutex_lock(&p->lock);
-	if (p->state != RUNNING)
-		err = -ESRCH;
-	else if (kill(p->pid, sig) < 0)
-		err = -errno;
+	err = p->state == RUNNING ? send_signal(p, sig) : -ESRCH;
 	pthread_mutex_unlock(&p->lock);
 	return err;
 }
@@ -244,9 +345,10 @@ void shp_process_free(shp_process *p)
 		return;
 	if (getpid() == p->starter) {
 		if (p->state == RUNNING) {
-			kill(p->pid, SIGKILL);
-			/* SIGKILL cannot be caught: this returns. */
-			while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
+			(void)send_signal(p, SIGKILL);
+			/* SIGKILL cannot be caught: this returns, with the
+			 * child reaped here or by somebody else (-ECHILD). */
+			while (wait_child(p, &st, 0) == -EINTR)
 				;
 		}
 		pthread_mutex_destroy(&p->lock);
