@@ -9,12 +9,14 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -278,16 +280,11 @@ Test(process, concurrent_joins_from_three_threads, .timeout = 20)
 	shp_process_free(p);
 }
 
-/*
- * With no descriptor left for a pidfd, join falls back to polling waitpid,
- * and still times out and succeeds as with one.
- */
-Test(process, join_without_a_pidfd_polls, .timeout = 20)
+/* As start(), with no descriptor left for a pidfd: the handle has none. */
+static void start_without_pidfd(shp_process **p, shp_process_fn fn, void *arg)
 {
-	const int ms = (int)stretch_ms(200);
 	struct rlimit old, low;
-	int fds[512], nfds = 0, fd, ws;
-	shp_process *p;
+	int fds[512], nfds = 0, fd;
 
 	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
 	low = old;
@@ -297,11 +294,23 @@ Test(process, join_without_a_pidfd_polls, .timeout = 20)
 	while (nfds < 512 && (fd = dup(0)) >= 0)
 		fds[nfds++] = fd;
 	cr_assert_eq(errno, EMFILE, "the table did not fill up");
-	start(&p, sleep_then_5, (void *)&ms);
+	start(p, fn, arg);
 	while (nfds > 0)
 		close(fds[--nfds]);
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+}
 
+/*
+ * Without a pidfd, join falls back to polling waitpid, and still times out
+ * and succeeds as with one.
+ */
+Test(process, join_without_a_pidfd_polls, .timeout = 20)
+{
+	const int ms = (int)stretch_ms(200);
+	shp_process *p;
+	int ws;
+
+	start_without_pidfd(&p, sleep_then_5, (void *)&ms);
 	expect_join_times_out(p, 30);
 	ws = status_after_join(p);
 	cr_expect(WIFEXITED(ws) && WEXITSTATUS(ws) == 5, "status %#x", ws);
@@ -428,4 +437,293 @@ Test(process, argument_reaches_the_child, .timeout = 20)
 	cr_expect_eq(memcmp(page, "xxxxx\0", 6), 0);
 	shp_process_free(p);
 	munmap(page, 64);
+}
+
+/* ------------------------------------- children reaped by somebody else */
+
+/* Waits until a byte can be read from the descriptor *arg (or it is
+ * closed), then returns 0: it exits when the test says, after start has
+ * returned. */
+static int exit_on_byte(void *arg)
+{
+	char c;
+
+	while (read(*(const int *)arg, &c, 1) < 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+/* Whether pid is gone, reaped, within ms: kill(pid, 0) says ESRCH. */
+static bool reaped_within(pid_t pid, long ms)
+{
+	int64_t until = now_ns() + stretch_ms(ms) * MS;
+
+	while (kill(pid, 0) == 0 || errno != ESRCH) {
+		if (now_ns() >= until)
+			return false;
+		sleep_ms(1);
+	}
+	return true;
+}
+
+/*
+ * With SIGCHLD ignored the kernel reaps the child as it exits. Nothing is
+ * sent to its pid from then on (kill says -ESRCH, as after a join), and
+ * join says at once that the status is lost.
+ */
+Test(process, sigchld_ignored_kill_says_esrch_and_join_echild, .timeout = 20)
+{
+	int go[2], ws = 12345;
+	shp_process *p;
+	int64_t t0, dt;
+	pid_t pid;
+
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_neq(signal(SIGCHLD, SIG_IGN), SIG_ERR);
+	start(&p, exit_on_byte, &go[0]);
+	pid = shp_process_pid(p);
+	cr_expect_eq(shp_process_kill(p, 0), 0, "gone before its byte");
+	cr_assert_eq(write(go[1], "x", 1), 1);
+	cr_assert(reaped_within(pid, 5000), "pid %d still there", (int)pid);
+
+	cr_expect_eq(shp_process_kill(p, SIGTERM), -ESRCH);
+	cr_expect_eq(shp_process_kill(p, 0), -ESRCH);
+	cr_expect_eq(shp_process_wait_status(p, &ws), -EAGAIN,
+	             "lost before any join looked");
+	t0 = now_ns();
+	cr_expect_eq(shp_process_join(p, -1), -ECHILD);
+	dt = now_ns() - t0;
+	cr_expect_lt(dt, slack(100 * MS), "join took %lld ns", (long long)dt);
+	cr_expect_eq(shp_process_wait_status(p, &ws), -ECHILD);
+	cr_expect_eq(ws, 12345, "status written for a lost child");
+	cr_expect_eq(shp_process_join(p, 0), -ECHILD);
+	cr_expect_eq(shp_process_kill(p, SIGKILL), -ESRCH);
+	shp_process_free(p);
+	signal(SIGCHLD, SIG_DFL);
+	close(go[0]);
+	close(go[1]);
+}
+
+/* A join that sleeps when the kernel reaps the child wakes and says so,
+ * with a pidfd and without. */
+static void join_while_the_kernel_reaps(bool pidfd)
+{
+	const int ms = (int)stretch_ms(50);
+	shp_process *p;
+	int64_t t0, dt;
+	int ws;
+
+	cr_assert_neq(signal(SIGCHLD, SIG_IGN), SIG_ERR);
+	if (pidfd)
+		start(&p, sleep_then_5, (void *)&ms);
+	else
+		start_without_pidfd(&p, sleep_then_5, (void *)&ms);
+	t0 = now_ns();
+	cr_expect_eq(shp_process_join(p, -1), -ECHILD);
+	dt = now_ns() - t0;
+	cr_expect_lt(dt, ms * MS + slack(100 * MS), "joined after %lld ns",
+	             (long long)dt);
+	cr_expect_eq(shp_process_wait_status(p, &ws), -ECHILD);
+	cr_expect_eq(shp_process_kill(p, SIGKILL), -ESRCH);
+	shp_process_free(p);
+	signal(SIGCHLD, SIG_DFL);
+}
+
+Test(process, join_sleeping_when_the_kernel_reaps_says_echild, .timeout = 20)
+{
+	join_while_the_kernel_reaps(true);
+}
+
+Test(process, join_without_a_pidfd_when_the_kernel_reaps_says_echild, .timeout = 20)
+{
+	join_while_the_kernel_reaps(false);
+}
+
+/* The pid the SIGCHLD handler below reaped last. */
+static volatile sig_atomic_t handler_reaped;
+
+/* A program's handler that reaps every child it can. */
+static void reap_everything(int sig)
+{
+	int saved = errno;
+	pid_t r;
+
+	(void)sig;
+	while ((r = waitpid(-1, NULL, WNOHANG)) > 0)
+		handler_reaped = r;
+	errno = saved;
+}
+
+Test(process, child_reaped_by_a_sigchld_handler_is_lost, .timeout = 20)
+{
+	struct sigaction sa = { .sa_handler = reap_everything }, old;
+	int64_t until = now_ns() + stretch_ms(5000) * MS, t0, dt;
+	int go[2], ws;
+	shp_process *p;
+
+	cr_assert_eq(pipe(go), 0);
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGCHLD, &sa, &old), 0);
+	start(&p, exit_on_byte, &go[0]);
+	cr_assert_eq(write(go[1], "x", 1), 1);
+	while (handler_reaped != shp_process_pid(p) && now_ns() < until)
+		sleep_ms(1);
+	cr_assert_eq(handler_reaped, shp_process_pid(p), "not reaped by the handler");
+
+	cr_expect_eq(shp_process_kill(p, SIGTERM), -ESRCH);
+	t0 = now_ns();
+	cr_expect_eq(shp_process_join(p, -1), -ECHILD);
+	dt = now_ns() - t0;
+	cr_expect_lt(dt, slack(100 * MS), "join took %lld ns", (long long)dt);
+	cr_expect_eq(shp_process_wait_status(p, &ws), -ECHILD);
+	shp_process_free(p);
+	sigaction(SIGCHLD, &old, NULL);
+	close(go[0]);
+	close(go[1]);
+}
+
+/*
+ * The pid of a child the kernel reaped, given to another process: kill,
+ * join and free must leave that one alone. Forcing the reuse needs a pid
+ * namespace of our own, where nobody else forks and ns_last_pid says
+ * which pid comes next: made in a user namespace, which an unprivileged
+ * test may create where the system allows it (skipped elsewhere).
+ *
+ * reuse_in_pid_namespace runs as the namespace's init (pid 1): it starts
+ * a child (pid 2) with SIGCHLD ignored, lets it exit, forks a victim that
+ * gets pid 2, makes the call of *arg on the handle, frees it, and then
+ * ends the victim with SIGTERM: a victim that died of SIGKILL, or that
+ * another signal reached first, was hit through the stale pid. Exit code:
+ * REUSE_* bits.
+ */
+enum reuse_call { CALL_KILL, CALL_JOIN, CALL_FREE };
+#define REUSE_SETUP 1   /* the scenario could not be set up */
+#define REUSE_NO_PID 2  /* the victim never got the child's pid */
+#define REUSE_KILL 4    /* kill did not say -ESRCH */
+#define REUSE_JOIN 8    /* join did not say -ECHILD */
+#define REUSE_STATUS 16 /* wait_status did not say -ECHILD */
+#define REUSE_VICTIM 32 /* the victim was signalled or reaped */
+#define REUSE_SKIP 77   /* no namespace to be had */
+
+static bool set_last_pid(pid_t pid)
+{
+	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%d", (int)pid) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+static int reuse_in_pid_namespace(void *arg)
+{
+	const enum reuse_call call = *(const enum reuse_call *)arg;
+	pid_t pid, victim = -1;
+	int go[2], ws = 0, bad = 0;
+	shp_process *p;
+
+	if (pipe(go) < 0 || signal(SIGCHLD, SIG_IGN) == SIG_ERR ||
+	    shp_process_start(&p, exit_on_byte, &go[0]) != 0)
+		return REUSE_SETUP;
+	pid = shp_process_pid(p);
+	if (write(go[1], "x", 1) != 1 || !reaped_within(pid, 5000))
+		return REUSE_SETUP;
+	signal(SIGCHLD, SIG_DFL); /* the victim's death must stay seen */
+	/* A pid is free a moment after kill() stops finding it: retried. */
+	for (int tries = 0; tries < 100 && victim != pid; tries++) {
+		if (victim > 0) {
+			kill(victim, SIGKILL);
+			waitpid(victim, NULL, 0);
+			sleep_ms(1);
+		}
+		if (!set_last_pid(pid - 1))
+			return REUSE_SKIP;
+		victim = fork();
+		if (victim < 0)
+			return REUSE_SETUP;
+		if (victim == 0)
+			for (;;)
+				pause();
+	}
+	if (victim != pid)
+		return REUSE_NO_PID;
+
+	if (call == CALL_KILL && shp_process_kill(p, SIGKILL) != -ESRCH)
+		bad |= REUSE_KILL;
+	if (call == CALL_JOIN) {
+		if (shp_process_join(p, 100 * MS) != -ECHILD)
+			bad |= REUSE_JOIN;
+		if (shp_process_wait_status(p, &ws) != -ECHILD)
+			bad |= REUSE_STATUS;
+	}
+	shp_process_free(p);
+	kill(victim, SIGTERM);
+	if (waitpid(victim, &ws, 0) != victim || !WIFSIGNALED(ws) ||
+	    WTERMSIG(ws) != SIGTERM)
+		bad |= REUSE_VICTIM;
+	return bad;
+}
+
+/* Makes a user and pid namespace, and runs reuse_in_pid_namespace as its
+ * init; its exit code, or REUSE_SKIP. */
+static int in_new_pid_namespace(void *arg)
+{
+	shp_process *init;
+	int ws;
+
+	if (unshare(CLONE_NEWUSER | CLONE_NEWPID) < 0)
+		return REUSE_SKIP;
+	if (shp_process_start(&init, reuse_in_pid_namespace, arg) != 0 ||
+	    shp_process_join(init, -1) != 0 ||
+	    shp_process_wait_status(init, &ws) != 0 || !WIFEXITED(ws))
+		return REUSE_SETUP;
+	return WEXITSTATUS(ws);
+}
+
+/* Whether the kernel has pidfd_open and waitid on a pidfd (Linux 5.4),
+ * without which the pid is all a handle has, and it promises nothing. */
+static bool kernel_has_pidfds(void)
+{
+	siginfo_t si;
+	long fd = syscall(SYS_pidfd_open, getpid(), 0);
+	bool has;
+
+	if (fd < 0)
+		return false;
+	/* Ourselves: not our child; EINVAL if P_PIDFD is unknown. */
+	has = waitid((idtype_t)3, (id_t)fd, &si, WEXITED | WNOHANG) < 0 &&
+	      errno == ECHILD;
+	close((int)fd);
+	return has;
+}
+
+static void expect_reused_pid_spared(enum reuse_call call)
+{
+	shp_process *h;
+	int code;
+
+	if (!kernel_has_pidfds())
+		cr_skip_test("no pidfds: the pid path promises nothing here");
+	start(&h, in_new_pid_namespace, &call);
+	code = WEXITSTATUS(status_after_join(h));
+	shp_process_free(h);
+	if (code == REUSE_SKIP)
+		cr_skip_test("no user and pid namespace, or no ns_last_pid");
+	cr_expect_eq(code, 0, "failures: %#x (see REUSE_*)", code);
+}
+
+Test(process, kill_spares_the_process_that_took_a_reaped_childs_pid, .timeout = 20)
+{
+	expect_reused_pid_spared(CALL_KILL);
+}
+
+Test(process, join_spares_the_process_that_took_a_reaped_childs_pid, .timeout = 20)
+{
+	expect_reused_pid_spared(CALL_JOIN);
+}
+
+Test(process, free_spares_the_process_that_took_a_reaped_childs_pid, .timeout = 20)
+{
+	expect_reused_pid_spared(CALL_FREE);
 }
