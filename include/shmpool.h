@@ -521,8 +521,9 @@ SHP_EXPORT int shp_process_start(shp_process **p, shp_process_fn fn,
  * Waits up to timeout_ns for the child to exit, and reaps it. Several
  * threads may join at once: one reaps, all return 0. Returns 0 once it has
  * exited (then at once, every time); -ETIMEDOUT; -ECHILD (somebody else
- * reaped it, e.g. SIGCHLD is ignored: its status is lost; or called from a
- * process other than the starter); -EINVAL.
+ * reaped it, e.g. SIGCHLD is ignored: its status is lost, said as soon as
+ * the child is gone; or called from a process other than the starter);
+ * -EINVAL.
  */
 SHP_EXPORT int shp_process_join(shp_process *p, int64_t timeout_ns);
 
@@ -538,15 +539,18 @@ SHP_EXPORT int shp_process_wait_status(const shp_process *p, int *wstatus);
 SHP_EXPORT int shp_process_pid(const shp_process *p);
 
 /*
- * Sends sig to the child (SIGTERM: Python's terminate(); SIGKILL: kill()).
- * Returns 0; -ESRCH once it was reaped (the pid may be somebody else's by
- * then: never signalled); -ECHILD (not the starter); -EINVAL (NULL, bad
- * signal number); -EPERM (the child changed its credentials).
+ * Sends sig to the child (SIGTERM: Python's terminate(); SIGKILL: kill()),
+ * through its pidfd where there is one, so that it hits no other process.
+ * Returns 0; -ESRCH once it was reaped, here or by somebody
+ * else (nothing is sent); -ECHILD (not the starter); -EINVAL (NULL, bad
+ * signal number); -EPERM (the child changed its credentials). Without a
+ * pidfd it goes by pid: see the docs for a program that reaps children
+ * itself or ignores SIGCHLD.
  */
 SHP_EXPORT int shp_process_kill(shp_process *p, int sig);
 
-/* Frees the handle. A child still running is SIGKILLed and reaped first:
- * no zombie is left. NULL ok. */
+/* Frees the handle. A child still running is SIGKILLed (as kill does it)
+ * and reaped first: no zombie is left. NULL ok. */
 SHP_EXPORT void shp_process_free(shp_process *p);
 
 /*
