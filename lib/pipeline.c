@@ -576,7 +576,11 @@ static void reap(struct shp_pipeline *p, bool hang)
 
 		if (!p->pids[w])
 			continue;
-		got = waitpid(p->pids[w], &ws, hang ? 0 : WNOHANG);
+		/* A program's SIGCHLD handler without SA_RESTART interrupts
+		 * a wait that hangs: it must not leave the worker a zombie. */
+		do
+			got = waitpid(p->pids[w], &ws, hang ? 0 : WNOHANG);
+		while (got < 0 && errno == EINTR);
 		if (got < 0 && errno == ECHILD)
 			ws = 0; /* reaped by the program (a SIGCHLD handler):
 			         * only its record tells how it left */
