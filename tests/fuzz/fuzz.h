@@ -55,6 +55,13 @@ static inline uint32_t fuzz_below(struct fuzz_in *in, uint32_t bound)
 	return fuzz_u32(in) % bound;
 }
 
+/* A choice below bound (1 to 256) from one byte: choices need not cost
+ * an input four bytes each. */
+static inline uint32_t fuzz_pick(struct fuzz_in *in, uint32_t bound)
+{
+	return fuzz_u8(in) % bound;
+}
+
 static inline int fuzz_done(const struct fuzz_in *in)
 {
 	return in->n == 0;
