@@ -1,8 +1,8 @@
 /*
  * Argument validation of every function of the pool API (shp_pool_*,
  * shp_map*, shp_apply*, shp_async_*, shp_imap*, shp_iter_*, shp_alloc,
- * shp_free, shp_strerror, shp_version; the queue, pipeline, collection
- * and process APIs are for harnesses of their own), with fuzzed arguments:
+ * shp_free, shp_strerror, shp_version; the queue is fuzz_queue.c's, and
+ * collections, processes and pipelines fuzz_api.c's), with fuzzed arguments:
  * NULL and non-NULL pointers, sizes from 0 to SIZE_MAX, n * size
  * overflows, bad option fields, timeouts of every sign and size, any int
  * for shp_strerror, foreign pointers for shp_free.
