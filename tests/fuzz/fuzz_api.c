@@ -23,8 +23,9 @@
  *     items from an array or a generator, in input order or not, with
  *     stage functions that fail on some items): every result and its
  *     index, in order or as a multiset, the calls each stage got, the end
- *     (0, the generator's error, or SHP_ETASK with what
- *     shp_pipeline_error says), and that each of them is returned again.
+ *     (0, the generator's error, its -ETIMEDOUT as -ETIME, or SHP_ETASK
+ *     with what shp_pipeline_error says), and that each of them is
+ *     returned again.
  * Stage functions check their own arguments (and shp_emit's answers to
  * bad ones) and fail with BAD_STATUS when one is wrong.
  *
@@ -1252,7 +1253,7 @@ static void fuzz_pipeline(struct fuzz_in *in)
 		g.in_size = in_size;
 		g.count = n % (P_MAX_ITEMS + 1);
 		g.err = fuzz_pick(in, 3) == 2 ? -1 - (int)fuzz_pick(in, 200) : 0;
-		if (g.err == -ETIMEDOUT || g.err == GEN_BAD)
+		if (g.err == GEN_BAD)
 			g.err = -EIO;
 		r = shp_pipeline_create_gen(no_p ? NULL : &p, no_src ? NULL : gen,
 		                            &g, in_size, flags);
@@ -1350,7 +1351,9 @@ static void fuzz_pipeline(struct fuzz_in *in)
 			item[j] = src_byte(g.seed, i, j);
 		walk(&m, i, 0, item);
 	}
-	want = use_gen ? g.err : 0;
+	/* A generator's -ETIMEDOUT comes as -ETIME: never taken for the
+	 * wait's own timeout. */
+	want = !use_gen ? 0 : g.err == -ETIMEDOUT ? -ETIME : g.err;
 	for (size_t k = 0; k < m.nouts; k++)
 		if (m.outs[k].fail)
 			want = SHP_ETASK;
