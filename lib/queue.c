@@ -601,7 +601,8 @@ static int repair(struct shp_queue *q, unsigned char *out, uint64_t max)
 /* ------------------------------------------------------------ waiting */
 
 struct waiter {
-	int64_t deadline; /* -1: none */
+	int64_t deadline; /* the timeout until the first await, then the
+	                   * deadline; -1: none */
 	int64_t pause_until;
 	int64_t spin_until;
 	int64_t next_repair;
