@@ -62,6 +62,35 @@ static inline uint32_t fuzz_pick(struct fuzz_in *in, uint32_t bound)
 	return fuzz_u8(in) % bound;
 }
 
+#define FUZZ_MAX_WAIT_NS 1000000 /* the longest short timeout: 1 ms */
+
+enum { FUZZ_T_ZERO, FUZZ_T_SHORT, FUZZ_T_FOREVER };
+
+/* Timeouts: negative (forever), 0 (never wait), short (mostly a few µs,
+ * some up to FUZZ_MAX_WAIT_NS), INT64_MAX and around (as good as
+ * forever); *kind says which. */
+static inline int64_t fuzz_timeout(struct fuzz_in *in, int *kind)
+{
+	switch (fuzz_pick(in, 6)) {
+	case 0:
+		*kind = FUZZ_T_FOREVER;
+		return -1 - (int64_t)fuzz_below(in, 1000);
+	case 1:
+		*kind = FUZZ_T_FOREVER;
+		return INT64_MIN + (int64_t)fuzz_below(in, 1000);
+	case 2:
+		*kind = FUZZ_T_FOREVER;
+		return INT64_MAX - (int64_t)fuzz_below(in, 1000);
+	case 3:
+		*kind = FUZZ_T_ZERO;
+		return 0;
+	default:
+		*kind = FUZZ_T_SHORT;
+		return 1 + (int64_t)fuzz_below(in, fuzz_u8(in) < 32 ? FUZZ_MAX_WAIT_NS
+		                                                   : 20000);
+	}
+}
+
 static inline int fuzz_done(const struct fuzz_in *in)
 {
 	return in->n == 0;

@@ -51,7 +51,6 @@
 
 #define OPS_PER_INPUT 8
 #define MAX_FORKS 4          /* processes forked per input */
-#define MAX_WAIT_NS 1000000  /* the longest short timeout: 1 ms */
 #define C_MAX_N 32           /* positions of a collection that runs */
 #define C_MAX_ELEM 256       /* and its elem_size */
 #define C_OPS 16
@@ -180,32 +179,6 @@ static size_t pick_pos(struct fuzz_in *in, size_t n)
 		return (size_t)fuzz_u64(in);
 	default:
 		return n ? fuzz_u64(in) % n : 0;
-	}
-}
-
-enum { T_ZERO, T_SHORT, T_FOREVER };
-
-/* Timeouts: negative (forever), 0 (poll), short, INT64_MAX and around
- * (as good as forever); *kind says which. */
-static int64_t pick_timeout(struct fuzz_in *in, int *kind)
-{
-	switch (fuzz_pick(in, 6)) {
-	case 0:
-		*kind = T_FOREVER;
-		return -1 - (int64_t)fuzz_below(in, 1000);
-	case 1:
-		*kind = T_FOREVER;
-		return INT64_MIN + (int64_t)fuzz_below(in, 1000);
-	case 2:
-		*kind = T_FOREVER;
-		return INT64_MAX - (int64_t)fuzz_below(in, 1000);
-	case 3:
-		*kind = T_ZERO;
-		return 0;
-	default:
-		*kind = T_SHORT;
-		return 1 + (int64_t)fuzz_below(in, fuzz_u8(in) < 32 ? MAX_WAIT_NS
-		                                                   : 20000);
 	}
 }
 
@@ -421,7 +394,7 @@ static void c_get(struct fuzz_in *in, struct cmodel *m)
 	uint8_t f = fuzz_u8(in);
 	size_t pos = pick_pos(in, m->n);
 	int kind;
-	int64_t timeout = pick_timeout(in, &kind);
+	int64_t timeout = fuzz_timeout(in, &kind);
 	unsigned char *elem = f & 8 ? NULL : m->out;
 	shp_process *p = NULL;
 	struct wjob j;
@@ -435,7 +408,7 @@ static void c_get(struct fuzz_in *in, struct cmodel *m)
 		           f % 8 == 7 ? "NULL" : "c", pos, m->n, r);
 		return;
 	}
-	if (m->state[pos] == S_EMPTY && kind == T_FOREVER) {
+	if (m->state[pos] == S_EMPTY && kind == FUZZ_T_FOREVER) {
 		p = start_writer(in, m, pos, &j);
 		writer = true;
 	}
@@ -450,7 +423,7 @@ static void c_next(struct fuzz_in *in, struct cmodel *m)
 {
 	uint8_t f = fuzz_u8(in);
 	int kind;
-	int64_t timeout = pick_timeout(in, &kind);
+	int64_t timeout = fuzz_timeout(in, &kind);
 	unsigned char *elem = f & 8 ? NULL : m->out;
 	size_t pos = SIZE_MAX - 7, i = m->cursor;
 	size_t *ppos = f & 16 ? NULL : &pos;
@@ -465,7 +438,7 @@ static void c_next(struct fuzz_in *in, struct cmodel *m)
 		FUZZ_CHECK(r == -EINVAL, "next(NULL): %d", r);
 		return;
 	}
-	if (i < m->n && m->state[i] == S_EMPTY && kind == T_FOREVER) {
+	if (i < m->n && m->state[i] == S_EMPTY && kind == FUZZ_T_FOREVER) {
 		p = start_writer(in, m, i, &j);
 		writer = true;
 	}
@@ -764,8 +737,8 @@ static void fuzz_process(struct fuzz_in *in)
 
 		switch (fuzz_pick(in, 5)) {
 		case 0:
-			timeout = pick_timeout(in, &kind);
-			if (kind == T_FOREVER && sleeper && !killed) {
+			timeout = fuzz_timeout(in, &kind);
+			if (kind == FUZZ_T_FOREVER && sleeper && !killed) {
 				/* It would sleep on: kill it first. */
 				FUZZ_CHECK(shp_process_kill(p, SIGKILL) == 0, "kill");
 				killed = true;
@@ -773,7 +746,7 @@ static void fuzz_process(struct fuzz_in *in)
 			r = shp_process_join(p, timeout);
 			if (sleeper && !killed)
 				FUZZ_CHECK(r == -ETIMEDOUT, "join of a sleeper: %d", r);
-			else if (kind == T_FOREVER || joined)
+			else if (kind == FUZZ_T_FOREVER || joined)
 				FUZZ_CHECK(r == 0, "join(%lld): %d", (long long)timeout,
 				           r);
 			else
@@ -1190,14 +1163,14 @@ static int p_drive(struct fuzz_in *in, shp_pipeline *p, struct pmodel *m,
 	for (;;) {
 		uint8_t f = fuzz_u8(in);
 		int kind;
-		int64_t timeout = pick_timeout(in, &kind);
+		int64_t timeout = fuzz_timeout(in, &kind);
 		size_t index = SIZE_MAX;
 		/* Unordered results are matched on index and bytes both:
 		 * with either alone, two alike could be matched wrongly. */
 		bool no_index = m->ordered && (f & 8), no_out = m->ordered && (f & 16);
 
 		if (polls > 200) {
-			kind = T_FOREVER; /* bounded time per input */
+			kind = FUZZ_T_FOREVER; /* bounded time per input */
 			timeout = -1;
 		}
 		if (f % 8 == 7 || *dropped) {
@@ -1213,7 +1186,7 @@ static int p_drive(struct fuzz_in *in, shp_pipeline *p, struct pmodel *m,
 			FUZZ_CHECK(out[m->tail] == SENTINEL, "next wrote past out");
 		}
 		if (r == -ETIMEDOUT) {
-			FUZZ_CHECK(kind != T_FOREVER, "timed out with timeout %lld",
+			FUZZ_CHECK(kind != FUZZ_T_FOREVER, "timed out with timeout %lld",
 			           (long long)timeout);
 			polls++;
 			continue;
@@ -1462,7 +1435,7 @@ static long child_left(void)
 static void fuzz_null(struct fuzz_in *in)
 {
 	int kind;
-	int64_t timeout = pick_timeout(in, &kind);
+	int64_t timeout = fuzz_timeout(in, &kind);
 
 	FUZZ_CHECK(shp_pipeline_next(NULL, NULL, NULL, timeout) == -EINVAL,
 	           "next(NULL)");

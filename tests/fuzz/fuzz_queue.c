@@ -20,7 +20,7 @@
  * run out (INT64_MAX and around) is ended by a second thread of the
  * harness: it closes the queue, or puts or takes the one element the
  * call waits for, so that the outcome is still exact. Other waits are
- * bounded: timeouts of 0 or at most MAX_WAIT_NS, and at most MAX_OPS
+ * bounded: timeouts of 0 or at most FUZZ_MAX_WAIT_NS, and at most MAX_OPS
  * calls per input. The cross-process behaviour is tests/stress's.
  */
 #include <errno.h>
@@ -38,7 +38,6 @@
 #define MAX_OPS 64               /* calls per input */
 #define MAX_CAP_RUN 1024u        /* capacity of a queue that runs */
 #define MAX_BYTES_RUN (2u << 20) /* its capacity * elem_size */
-#define MAX_WAIT_NS 1000000      /* the longest short timeout: 1 ms */
 #define MAX_HELPED 4             /* waits the helper ends, per input */
 #define ELEM_MAX ((size_t)1 << 20)
 #define CAP_MAX ((size_t)1 << 30)
@@ -159,33 +158,6 @@ static size_t pick_count(struct fuzz_in *in, size_t cap)
 	}
 }
 
-enum { T_ZERO, T_SHORT, T_FOREVER };
-
-/* Timeouts: negative (forever), 0 (never wait), short, INT64_MAX and
- * around (as good as forever). *kind says which. */
-static int64_t pick_timeout(struct fuzz_in *in, int *kind)
-{
-	switch (fuzz_pick(in, 6)) {
-	case 0:
-		*kind = T_FOREVER;
-		return -1 - (int64_t)fuzz_below(in, 1000);
-	case 1:
-		*kind = T_FOREVER;
-		return INT64_MIN + (int64_t)fuzz_below(in, 1000);
-	case 2:
-		*kind = T_FOREVER;
-		return INT64_MAX - (int64_t)fuzz_below(in, 1000);
-	case 3:
-		*kind = T_ZERO;
-		return 0;
-	default:
-		*kind = T_SHORT;
-		/* Mostly a few µs, some up to the limit. */
-		return 1 + (int64_t)fuzz_below(in, fuzz_u8(in) < 32 ? MAX_WAIT_NS
-		                                                   : 20000);
-	}
-}
-
 /* --------------------------------------------------------- the helper */
 
 enum { H_CLOSE, H_PUT, H_GET };
@@ -267,10 +239,10 @@ struct run {
  * true), or, when the helper has ended enough waits in this input, 0. */
 static bool helped_wait(struct run *r, int *kind, int64_t *timeout)
 {
-	if (*kind != T_FOREVER)
+	if (*kind != FUZZ_T_FOREVER)
 		return false;
 	if (r->helped == MAX_HELPED) {
-		*kind = T_ZERO;
+		*kind = FUZZ_T_ZERO;
 		*timeout = 0;
 		return false;
 	}
@@ -282,8 +254,8 @@ static void op_put(struct fuzz_in *in, struct run *r, bool try)
 {
 	struct model *m = &r->m;
 	uint8_t f = fuzz_u8(in);
-	int kind = T_ZERO;
-	int64_t timeout = try ? 0 : pick_timeout(in, &kind);
+	int kind = FUZZ_T_ZERO;
+	int64_t timeout = try ? 0 : fuzz_timeout(in, &kind);
 	struct helper h;
 	bool helper = false, taken = false;
 	int res;
@@ -339,8 +311,8 @@ static void op_get(struct fuzz_in *in, struct run *r, bool try)
 {
 	struct model *m = &r->m;
 	uint8_t f = fuzz_u8(in);
-	int kind = T_ZERO;
-	int64_t timeout = try ? 0 : pick_timeout(in, &kind);
+	int kind = FUZZ_T_ZERO;
+	int64_t timeout = try ? 0 : fuzz_timeout(in, &kind);
 	struct helper h;
 	bool helper = false, put = false;
 	int res;
@@ -394,7 +366,7 @@ static void op_put_bulk(struct fuzz_in *in, struct run *r)
 	uint8_t f = fuzz_u8(in);
 	size_t n = pick_count(in, m->cap);
 	int kind;
-	int64_t timeout = pick_timeout(in, &kind);
+	int64_t timeout = fuzz_timeout(in, &kind);
 	size_t fits = room(m), want;
 	struct helper h;
 	bool helper = false, taken = false;
@@ -471,7 +443,7 @@ static void op_get_bulk(struct fuzz_in *in, struct run *r)
 	uint8_t f = fuzz_u8(in);
 	size_t max = pick_count(in, m->cap);
 	int kind;
-	int64_t timeout = pick_timeout(in, &kind);
+	int64_t timeout = fuzz_timeout(in, &kind);
 	struct helper h;
 	bool helper = false, put = false;
 	size_t want;
