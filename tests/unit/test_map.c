@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -428,7 +429,7 @@ static int die_after_reuse(const void *in, void *out, void *ctx)
 		struct timespec ts = { 0, 20000000 };
 
 		while (!__atomic_load_n(&r->after_done, __ATOMIC_ACQUIRE))
-			;
+			sched_yield();
 		nanosleep(&ts, NULL); /* let task 2048's result land */
 		raise(SIGKILL);
 	}
