@@ -214,6 +214,33 @@ __attribute__((destructor)) static void drop_key(void)
 		pthread_key_delete(exit_key);
 }
 
+/* The slot evict() takes next when no slot is stale. */
+static __thread __attribute__((tls_model("initial-exec"))) unsigned tls_victim;
+
+/*
+ * Frees a slot of a full cache, for a thread that uses more than TLS_SLOTS
+ * queues in turn: a slot whose queue is gone, else the next in turn, whose
+ * entry goes back (this thread is in no call on that queue, so its claim
+ * is idle); its next call there takes one again.
+ */
+static unsigned evict(void)
+{
+	unsigned v = TLS_SLOTS;
+
+	pthread_mutex_lock(&live_lock);
+	for (unsigned i = 0; i < TLS_SLOTS && v == TLS_SLOTS; i++)
+		if (!is_live(tls[i].q, tls[i].id))
+			v = i;
+	if (v == TLS_SLOTS) {
+		v = tls_victim++ % TLS_SLOTS;
+		if (SHP_LOAD(tls[v].part->kind) == CLAIM_NONE)
+			SHP_STORE(tls[v].part->owner, 0);
+	}
+	tls[v].q = NULL;
+	pthread_mutex_unlock(&live_lock);
+	return v;
+}
+
 static struct part *take_entry(struct shp_queue *q, uint64_t self, bool dead)
 {
 	for (unsigned i = 0; i < Q_PARTS; i++) {
@@ -253,6 +280,8 @@ static struct part *participant(struct shp_queue *q)
 	}
 	if (!self)
 		return NULL;
+	if (free_slot == TLS_SLOTS)
+		free_slot = evict();
 	e = take_entry(q, self, false);
 	if (!e) {
 		/* Full: repairs free the entries of the dead that held
@@ -264,16 +293,12 @@ static struct part *participant(struct shp_queue *q)
 		if (!e)
 			return NULL;
 	}
-	if (free_slot < TLS_SLOTS) {
-		tls[free_slot].q = q;
-		tls[free_slot].id = q->id;
-		tls[free_slot].self = self;
-		tls[free_slot].part = e;
-		if (have_key && !pthread_getspecific(exit_key))
-			pthread_setspecific(exit_key, &tls);
-	}
-	/* A thread using more than TLS_SLOTS queues keeps the extra entries
-	 * untracked: they stay its process's until it exits. */
+	tls[free_slot].q = q;
+	tls[free_slot].id = q->id;
+	tls[free_slot].self = self;
+	tls[free_slot].part = e;
+	if (have_key && !pthread_getspecific(exit_key))
+		pthread_setspecific(exit_key, &tls);
 	return e;
 }
 

@@ -230,9 +230,11 @@ static int put_after_100ms(shp_queue *q, long v)
 Test(queue, sleeping_getter_is_woken_by_a_put_from_another_process, .timeout = 10)
 {
 	shp_queue *q = queue_of(sizeof(long), 4);
+	/* Before the fork: the child's 100 ms may start before the parent
+	 * runs again. */
+	int64_t t0 = now_ns();
 	pid_t pid = spawn(put_after_100ms, q, 4242);
 	long v = 0;
-	int64_t t0 = now_ns();
 
 	cr_assert_eq(shp_queue_get(q, &v, -1), 1);
 	cr_expect_eq(v, 4242);
@@ -403,6 +405,50 @@ static void *outlive_body(void *arg)
 	pthread_barrier_wait(&o->b); /* it has used q */
 	pthread_barrier_wait(&o->b); /* q is gone */
 	return (void *)r;
+}
+
+enum { NQ = 12 };
+
+static void *destroy_odd(void *arg)
+{
+	shp_queue **q = arg;
+
+	for (int k = 1; k < NQ; k += 2)
+		shp_queue_destroy(q[k]);
+	return NULL;
+}
+
+/* A thread that uses more queues than it keeps entries of at hand, in
+ * turn: every call works, however many (each queue has 1024 entries, and
+ * each queue here gets 1100 calls). */
+Test(queue, one_thread_cycling_through_many_queues_never_runs_out, .timeout = 60)
+{
+	shp_queue *q[NQ];
+	pthread_t t;
+
+	for (int k = 0; k < NQ; k++)
+		q[k] = queue_of(sizeof(int), 2);
+	for (int i = 0; i < NQ * 1100; i++) {
+		int v = i, got = -1;
+
+		cr_assert_eq(shp_queue_put(q[i % NQ], &v, 0), 0, "put %d", i);
+		cr_assert_eq(shp_queue_get(q[i % NQ], &got, 0), 1, "get %d", i);
+		cr_assert_eq(got, v);
+	}
+	/* Another thread destroys half of them: this thread's cached entries
+	 * of those are never touched again, and their slots serve the rest. */
+	cr_assert_eq(pthread_create(&t, NULL, destroy_odd, q), 0);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	for (int i = 0; i < 200; i++) {
+		int v = i, got = -1;
+		shp_queue *x = q[2 * (i % (NQ / 2))];
+
+		cr_assert_eq(shp_queue_put(x, &v, 0), 0);
+		cr_assert_eq(shp_queue_get(x, &got, 0), 1);
+		cr_assert_eq(got, v);
+	}
+	for (int k = 0; k < NQ; k += 2)
+		shp_queue_destroy(q[k]);
 }
 
 /* A thread that outlives a queue it used (another thread destroyed it)
