@@ -425,7 +425,8 @@ SHP_EXPORT int shp_emit(shp_emitter *em, const void *out);
  * called in the pipeline's feeder thread, one item at a time, never ahead
  * of the queues). flags: 0 (input order) or SHP_UNORDERED. Returns 0, or
  * -EINVAL (NULL p or gen, a NULL in with items to read, a size over
- * 1 MiB - 16, bad flags), -ENOMEM.
+ * 1 MiB - 16, bad flags), -EOVERFLOW (n * in_size does not fit in a
+ * size_t), -ENOMEM.
  */
 SHP_EXPORT int shp_pipeline_create(shp_pipeline **p, const void *in,
                                    size_t in_size, size_t n, unsigned flags);

@@ -182,6 +182,9 @@ static int create(shp_pipeline **pp, const void *in, size_t in_size,
 	if ((flags & ~SHP_UNORDERED) || in_size > MAX_PAYLOAD ||
 	    (!gen && !in && in_size && n))
 		return -EINVAL;
+	/* No array holds that many: the feeder's offsets would wrap. */
+	if (!gen && in_size && n > SIZE_MAX / in_size)
+		return -EOVERFLOW;
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;

@@ -1249,6 +1249,11 @@ static void fuzz_pipeline(struct fuzz_in *in)
 		           use_gen ? "_gen" : "", in_size, n, flags, r);
 		return;
 	}
+	if (!use_gen && mul_overflows(n, in_size)) {
+		FUZZ_CHECK(r == -EOVERFLOW && !p, "create(%zu, %zu): %d",
+		           in_size, n, r);
+		return;
+	}
 	FUZZ_CHECK(r == 0 && p && p != (shp_pipeline *)poison,
 	           "create%s(%zu, %zu, %#x): %d", use_gen ? "_gen" : "",
 	           in_size, n, flags, r);

@@ -96,6 +96,9 @@ Test(pipeline, bad_arguments, .timeout = 10)
 	cr_expect_null(p);
 	cr_expect_eq(shp_pipeline_create(&p, NULL, sizeof(long), 4, 0), -EINVAL);
 	cr_expect_eq(shp_pipeline_create(&p, in, 1 << 20, 4, 0), -EINVAL);
+	cr_expect_eq(shp_pipeline_create(&p, in, 16, SIZE_MAX / 8, 0),
+	             -EOVERFLOW);
+	cr_expect_null(p);
 	cr_expect_eq(shp_pipeline_create_gen(&p, NULL, NULL, 8, 0), -EINVAL);
 	cr_assert_eq(shp_pipeline_create(&p, in, sizeof(long), 4, 0), 0);
 	cr_expect_eq(shp_pipeline_next(p, NULL, NULL, 0), -EINVAL, "no stages");
