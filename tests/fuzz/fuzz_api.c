@@ -1252,6 +1252,7 @@ static void fuzz_pipeline(struct fuzz_in *in)
 	if (!use_gen && mul_overflows(n, in_size)) {
 		FUZZ_CHECK(r == -EOVERFLOW && !p, "create(%zu, %zu): %d",
 		           in_size, n, r);
+		free(src); /* NULL: no array that large was made */
 		return;
 	}
 	FUZZ_CHECK(r == 0 && p && p != (shp_pipeline *)poison,
